@@ -1,0 +1,9 @@
+"""Optimizers: multi-objective BO (BoTorch) and Optuna baselines behind one ask/tell face."""
+
+from autopeft.optimizers.base import Optimizer, make_optimizer, optimizer_names, register_optimizer
+
+# Importing the implementations registers them.
+from autopeft.optimizers import mobo as _mobo  # noqa: F401,E402
+from autopeft.optimizers import optuna_samplers as _optuna_samplers  # noqa: F401,E402
+
+__all__ = ["Optimizer", "make_optimizer", "optimizer_names", "register_optimizer"]

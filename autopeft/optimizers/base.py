@@ -1,0 +1,66 @@
+"""The optimizer interface (ask/tell over a bound search space) and its registry."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from autopeft.errors import ConfigError
+from autopeft.space import Config, SearchSpace
+
+
+class Optimizer(ABC):
+    """Proposes configurations of ``space`` for objectives with the given directions.
+
+    Contract: :meth:`ask` never returns a configuration that was already asked for (pending
+    or told); :meth:`tell` reports the objective values of an asked configuration, or
+    ``None`` when its trial failed. Several asks may be outstanding at once (concurrent
+    trials); implementations account for pending configurations.
+    """
+
+    def __init__(self, space: SearchSpace, directions: Sequence[str], *, seed: int = 0,
+                 reference_point: Sequence[float | None] | None = None) -> None:
+        for d in directions:
+            if d not in ("maximize", "minimize"):
+                raise ConfigError(f"direction must be 'maximize' or 'minimize', got {d!r}")
+        self.space = space
+        self.directions = list(directions)
+        self.seed = seed
+        self.reference_point = list(reference_point) if reference_point is not None else None
+
+    @abstractmethod
+    def ask(self) -> Config:
+        """A new canonical, valid configuration not asked for before."""
+
+    @abstractmethod
+    def tell(self, config: Config, values: Sequence[float] | None) -> None:
+        """The objective values of ``config`` (user directions), or ``None`` if it failed."""
+
+
+OptimizerFactory = Callable[..., Optimizer]
+_REGISTRY: dict[str, type[Optimizer]] = {}
+
+
+def register_optimizer(name: str) -> Callable[[type[Optimizer]], type[Optimizer]]:
+    """Class decorator: make an optimizer selectable by ``name`` (``--optimizer NAME``)."""
+
+    def decorate(cls: type[Optimizer]) -> type[Optimizer]:
+        _REGISTRY[name] = cls
+        return cls
+
+    return decorate
+
+
+def optimizer_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def make_optimizer(name: str, space: SearchSpace, directions: Sequence[str], *, seed: int = 0,
+                   reference_point: Sequence[float | None] | None = None,
+                   **options: Any) -> Optimizer:
+    """The registered optimizer ``name``; unknown names are a :class:`ConfigError`."""
+    if name not in _REGISTRY:
+        raise ConfigError(f"unknown optimizer '{name}'; choose one of {optimizer_names()}",
+                          key="optimizer")
+    return _REGISTRY[name](space, directions, seed=seed, reference_point=reference_point, **options)

@@ -1,0 +1,70 @@
+"""Pareto fronts and hypervolumes with mixed directions, on top of BoTorch's own math.
+
+BoTorch maximises everything; these helpers flip minimised objectives so that callers can
+speak in the user's directions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from botorch.utils.multi_objective.hypervolume import Hypervolume, infer_reference_point
+from botorch.utils.multi_objective.pareto import is_non_dominated
+
+Direction = str  # "maximize" | "minimize"
+
+
+def to_maximization(values: np.ndarray, directions: Sequence[Direction]) -> np.ndarray:
+    """``n x m`` values with minimised columns negated, so that larger is better everywhere."""
+    signs = np.array([1.0 if d == "maximize" else -1.0 for d in directions])
+    return np.asarray(values, dtype=np.float64) * signs
+
+
+def pareto_mask(values: np.ndarray, directions: Sequence[Direction]) -> np.ndarray:
+    """Boolean mask over the ``n x m`` rows that no other row dominates (ties all kept)."""
+    values = np.asarray(values, dtype=np.float64).reshape(-1, len(directions))
+    if len(values) == 0:
+        return np.zeros(0, dtype=bool)
+    y = torch.from_numpy(to_maximization(values, directions))
+    return is_non_dominated(y, deduplicate=False).numpy()
+
+
+def infer_reference(values: np.ndarray, directions: Sequence[Direction],
+                    given: Sequence[float | None] | None = None) -> np.ndarray:
+    """A reference point in the user's directions: ``given`` where set, else BoTorch's
+    nadir-based inference from the current front (worst front value minus 10% of its range)."""
+    values = np.asarray(values, dtype=np.float64).reshape(-1, len(directions))
+    y = torch.from_numpy(to_maximization(values, directions))
+    front = y[is_non_dominated(y)]
+    inferred = infer_reference_point(front).numpy() if len(front) else np.zeros(len(directions))
+    inferred = to_maximization(inferred[None, :], directions)[0]  # back to user directions
+    if given is not None:
+        inferred = np.array([g if g is not None else v for g, v in zip(given, inferred, strict=True)])
+    return inferred
+
+
+def hypervolume(values: np.ndarray, directions: Sequence[Direction], reference: np.ndarray) -> float:
+    """Hypervolume dominated by ``values`` (``n x m``) above ``reference``."""
+    values = np.asarray(values, dtype=np.float64).reshape(-1, len(directions))
+    if len(values) == 0:
+        return 0.0
+    y = torch.from_numpy(to_maximization(values, directions))
+    ref = torch.from_numpy(to_maximization(np.asarray(reference)[None, :], directions)[0])
+    better = (y > ref).all(dim=-1)
+    if not better.any():
+        return 0.0
+    y = y[better]
+    return float(Hypervolume(ref_point=ref).compute(y[is_non_dominated(y)]))
+
+
+def hypervolume_curve(values: np.ndarray, directions: Sequence[Direction],
+                      reference: np.ndarray) -> list[float]:
+    """Hypervolume of the first k rows, for k = 1..n (NaN rows, failed trials, count as nothing)."""
+    values = np.asarray(values, dtype=np.float64).reshape(-1, len(directions))
+    curve = []
+    for k in range(1, len(values) + 1):
+        seen = values[:k]
+        curve.append(hypervolume(seen[~np.isnan(seen).any(axis=1)], directions, reference))
+    return curve
