@@ -34,11 +34,14 @@ def pareto_mask(values: np.ndarray, directions: Sequence[Direction]) -> np.ndarr
 def infer_reference(values: np.ndarray, directions: Sequence[Direction],
                     given: Sequence[float | None] | None = None) -> np.ndarray:
     """A reference point in the user's directions: ``given`` where set, else BoTorch's
-    nadir-based inference from the current front (worst front value minus 10% of its range)."""
+    nadir-based inference over all observed values (worst value minus 10% of the range).
+
+    All observations rather than the front alone: the reference then only moves outwards as
+    trials arrive, so the hypervolume reported during a search never goes down."""
     values = np.asarray(values, dtype=np.float64).reshape(-1, len(directions))
+    values = values[~np.isnan(values).any(axis=1)]
     y = torch.from_numpy(to_maximization(values, directions))
-    front = y[is_non_dominated(y)]
-    inferred = infer_reference_point(front).numpy() if len(front) else np.zeros(len(directions))
+    inferred = infer_reference_point(y).numpy() if len(y) else np.zeros(len(directions))
     inferred = to_maximization(inferred[None, :], directions)[0]  # back to user directions
     if given is not None:
         inferred = np.array([g if g is not None else v for g, v in zip(given, inferred, strict=True)])

@@ -1,0 +1,62 @@
+"""Adapter builders: from a configuration's parameter values to a PEFT config, by name.
+
+A search-space file names its ``adapter``; the builder registered under that name declares
+which parameters it reads, so an unknown parameter is caught before any trial runs.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any
+
+from peft import PeftConfig
+
+from autopeft.errors import SpaceError
+from autopeft.models import ModelLayout
+from autopeft.space import SpaceSpec
+
+#: parameters the training loop reads, whatever the adapter
+TRAINING_PARAMETERS = {"learning_rate", "weight_decay", "warmup_ratio", "batch_size"}
+
+
+class AdapterBuilder(ABC):
+    """Turns parameter values into a PEFT config for a given model layout."""
+
+    #: parameter names (in search-space files) this adapter understands
+    parameters: frozenset[str] = frozenset()
+
+    @abstractmethod
+    def build(self, values: dict[str, Any], layout: ModelLayout, task_type: str) -> PeftConfig:
+        """The PEFT config for ``values`` (assembled parameters; ``None`` where inactive)."""
+
+    def check_layout(self, spec: SpaceSpec, layout: ModelLayout) -> None:
+        """Raise SpaceError when the space asks for something this model lacks."""
+
+
+_ADAPTERS: dict[str, AdapterBuilder] = {}
+
+
+def register_adapter(name: str) -> Callable[[type[AdapterBuilder]], type[AdapterBuilder]]:
+    """Class decorator: make an adapter builder usable as ``adapter: NAME`` in a space file."""
+
+    def decorate(cls: type[AdapterBuilder]) -> type[AdapterBuilder]:
+        _ADAPTERS[name] = cls()
+        return cls
+
+    return decorate
+
+
+def get_adapter(spec: SpaceSpec) -> AdapterBuilder:
+    """The builder for ``spec``; checks that every parameter is one it (or training) reads."""
+    builder = _ADAPTERS.get(spec.adapter)
+    if builder is None:
+        raise SpaceError(f"unknown adapter '{spec.adapter}'; choose one of {sorted(_ADAPTERS)}",
+                         source=spec.source, key="adapter")
+    allowed = builder.parameters | TRAINING_PARAMETERS
+    for name in spec.parameters:
+        if name not in allowed:
+            raise SpaceError(f"'{spec.adapter}' takes no parameter '{name}'; allowed are "
+                             f"{sorted(allowed)}", source=spec.source, key=f"parameters.{name}",
+                             line=spec.line_of(name))
+    return builder

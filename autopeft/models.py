@@ -1,0 +1,94 @@
+"""Finding a base model and the parts of it that adapters attach to.
+
+Adapters are placed by role (``attn_q``, ``ffn_down``, ...) and by layer index, so one
+search-space file fits BERT-style and LLaMA-style models alike; this module maps roles to
+the model's own module names.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from autopeft.errors import ModelError
+
+#: role -> module paths inside one transformer layer, across common architectures
+ROLE_PATHS: dict[str, tuple[str, ...]] = {
+    "attn_q": ("attention.self.query", "self_attn.q_proj", "attn.q_proj", "attention.q_lin"),
+    "attn_k": ("attention.self.key", "self_attn.k_proj", "attn.k_proj", "attention.k_lin"),
+    "attn_v": ("attention.self.value", "self_attn.v_proj", "attn.v_proj", "attention.v_lin"),
+    "attn_o": ("attention.output.dense", "self_attn.o_proj", "attn.out_proj", "attention.out_lin",
+               "self_attn.dense"),
+    "ffn_gate": ("mlp.gate_proj",),
+    "ffn_up": ("intermediate.dense", "mlp.up_proj", "mlp.fc1", "ffn.lin1", "mlp.dense_h_to_4h"),
+    "ffn_down": ("output.dense", "mlp.down_proj", "mlp.fc2", "ffn.lin2", "mlp.dense_4h_to_h"),
+}
+
+
+@dataclass(frozen=True)
+class ModelLayout:
+    """Where a model's transformer layers are and what each role is called inside one."""
+
+    layers_path: str                  # e.g. "bert.encoder.layer"
+    num_layers: int
+    roles: dict[str, str]             # role -> path inside a layer, e.g. "attention.self.query"
+    linear_paths: tuple[str, ...]     # every nn.Linear path inside a layer
+    hidden_size: int
+    num_parameters: int               # base model parameters, task head included
+
+    def module_name(self, layer: int, role: str) -> str:
+        return f"{self.layers_path}.{layer}.{self.roles[role]}"
+
+    def is_ambiguous(self, role: str) -> bool:
+        """True when the role's path is also a suffix of another module in the layer (BERT's
+        ``output.dense`` ends ``attention.output.dense``), so it cannot be targeted by suffix."""
+        path = self.roles[role]
+        return any(p != path and p.endswith(f".{path}") for p in self.linear_paths)
+
+    def layer_regex(self, layer: int) -> str:
+        """A PEFT pattern key matching every module of one layer (for rank/alpha patterns)."""
+        return rf"{re.escape(self.layers_path)}\.{layer}\..*"
+
+
+def check_model_reference(model: str) -> None:
+    """Fail early, with a clear message, for a local path that does not exist."""
+    looks_local = model.startswith((".", "/", "~")) or Path(model).exists() or model.count("/") > 1
+    if looks_local and not (Path(model).expanduser() / "config.json").is_file():
+        where = "does not exist" if not Path(model).expanduser().exists() else "has no config.json"
+        raise ModelError(f"model folder {where}", source=model, key="model")
+
+
+def find_layers(model: torch.nn.Module) -> tuple[str, torch.nn.ModuleList]:
+    """The longest ModuleList of identical blocks that hold linear layers: the transformer layers."""
+    best: tuple[str, torch.nn.ModuleList] | None = None
+    for name, module in model.named_modules():
+        if not isinstance(module, torch.nn.ModuleList) or len(module) == 0:
+            continue
+        if len({type(m) for m in module}) != 1:
+            continue
+        if not any(isinstance(m, torch.nn.Linear) for m in module[0].modules()):
+            continue
+        if best is None or len(module) > len(best[1]):
+            best = (name, module)
+    if best is None:
+        raise ModelError(f"cannot find the transformer layers of {type(model).__name__}")
+    return best
+
+
+def model_layout(model: torch.nn.Module) -> ModelLayout:
+    """The layout of ``model`` (the task model, so paths match what PEFT sees)."""
+    layers_path, layers = find_layers(model)
+    linear = tuple(n for n, m in layers[0].named_modules() if isinstance(m, torch.nn.Linear))
+    roles = {}
+    for role, candidates in ROLE_PATHS.items():
+        for path in candidates:
+            if path in linear:
+                roles[role] = path
+                break
+    config = getattr(model, "config", None)
+    hidden = getattr(config, "hidden_size", None) or getattr(config, "d_model", 0)
+    return ModelLayout(layers_path, len(layers), roles, linear, int(hidden),
+                       sum(p.numel() for p in model.parameters()))

@@ -1,0 +1,137 @@
+"""Objectives: named, directed numbers computed from what a trial produced.
+
+Built-ins read the task's dev metrics and the trial's measured costs. A custom objective is
+a plain function of a :class:`TrialOutput` decorated with :func:`objective`, passed from
+Python or named on the CLI as ``path/to/file.py:function`` (the plugins in ``objectives/``
+are loaded exactly that way).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from autopeft.errors import ObjectiveError
+
+Direction = Literal["maximize", "minimize"]
+
+
+@dataclass
+class TrialOutput:
+    """Everything a trial produced, handed to each objective.
+
+    ``predictions`` and ``labels`` are the dev split's; ``metrics`` the task's dev metrics
+    (best epoch); ``cost`` the measured figures (``trainable_params``, ``trainable_percent``,
+    ``peak_memory_mb``, ``train_seconds``, ``examples_per_second``).
+    """
+
+    config: dict[str, Any]
+    values: dict[str, Any]
+    model: Any
+    tokenizer: Any
+    predictions: np.ndarray
+    labels: np.ndarray
+    metrics: dict[str, float]
+    cost: dict[str, float]
+    dev_batches: list = field(default_factory=list)
+    label_names: list[str] = field(default_factory=list)
+    device: str = "cpu"
+
+
+@dataclass(frozen=True)
+class Objective:
+    """A quantity to maximise or minimise; ``reference`` is its worst acceptable value."""
+
+    name: str
+    direction: Direction
+    fn: Callable[[TrialOutput], float]
+    reference: float | None = None
+
+    def __call__(self, output: TrialOutput) -> float:
+        value = float(self.fn(output))
+        if not math.isfinite(value):
+            raise ObjectiveError(f"objective '{self.name}' returned {value}")
+        return value
+
+
+def objective(direction: Direction, name: str | None = None, reference: float | None = None
+              ) -> Callable[[Callable[[TrialOutput], float]], Objective]:
+    """Decorator: ``@objective("maximize")`` turns a function of a TrialOutput into an Objective."""
+    if direction not in ("maximize", "minimize"):
+        raise ObjectiveError(f"direction must be 'maximize' or 'minimize', got {direction!r}")
+
+    def wrap(fn: Callable[[TrialOutput], float]) -> Objective:
+        return Objective(name or fn.__name__, direction, fn, reference)
+
+    return wrap
+
+
+def _metric(key: str) -> Callable[[TrialOutput], float]:
+    return lambda out: out.metrics[key]
+
+
+def _cost(key: str) -> Callable[[TrialOutput], float]:
+    return lambda out: out.cost[key]
+
+
+BUILTIN: dict[str, Objective] = {
+    "accuracy": Objective("accuracy", "maximize", _metric("accuracy")),
+    "trainable_percent": Objective("trainable_percent", "minimize", _cost("trainable_percent")),
+    "trainable_params": Objective("trainable_params", "minimize", _cost("trainable_params")),
+    "peak_memory_mb": Objective("peak_memory_mb", "minimize", _cost("peak_memory_mb")),
+    "train_seconds": Objective("train_seconds", "minimize", _cost("train_seconds")),
+    "examples_per_second": Objective("examples_per_second", "maximize", _cost("examples_per_second")),
+}
+DEFAULT_OBJECTIVES = ("accuracy", "trainable_percent")
+
+
+def load_objective_file(reference: str) -> Objective:
+    """``path/to/file.py:function`` -> the Objective defined there."""
+    path_text, _, func = reference.rpartition(":")
+    path = Path(path_text)
+    if not path_text or not func:
+        raise ObjectiveError("expected FILE.py:FUNCTION", key=reference)
+    if not path.is_file():
+        raise ObjectiveError("objective file not found", source=path_text)
+    module_name = f"autopeft_objective_{path.stem}_{abs(hash(path.resolve()))}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        sys.modules[module_name] = module
+        spec.loader.exec_module(module)
+    except Exception as err:  # the user's file may raise anything at import
+        raise ObjectiveError(f"importing failed: {type(err).__name__}: {err}", source=path_text) from None
+    found = getattr(module, func, None)
+    if found is None:
+        raise ObjectiveError(f"defines no function '{func}'", source=path_text)
+    if isinstance(found, Objective):
+        return found
+    raise ObjectiveError(f"'{func}' has no direction; decorate it with "
+                         f"@autopeft.objective('maximize') or ('minimize')", source=path_text)
+
+
+def resolve_objective(item: str | Objective) -> Objective:
+    """A built-in name, ``FILE.py:FUNCTION``, or an Objective as is."""
+    if isinstance(item, Objective):
+        return item
+    if item in BUILTIN:
+        return BUILTIN[item]
+    if ":" in item and item.rpartition(":")[0].endswith(".py"):
+        return load_objective_file(item)
+    raise ObjectiveError(f"unknown objective '{item}'; use one of {sorted(BUILTIN)} or "
+                         f"FILE.py:FUNCTION", key="objective")
+
+
+def resolve_objectives(items: list[str | Objective] | None) -> list[Objective]:
+    objectives = [resolve_objective(i) for i in (items or DEFAULT_OBJECTIVES)]
+    names = [o.name for o in objectives]
+    if len(set(names)) != len(names):
+        raise ObjectiveError(f"objective names must be distinct, got {names}", key="objective")
+    return objectives

@@ -1,0 +1,172 @@
+"""Baselines from Optuna (random, TPE, NSGA-II) behind autopeft's ask/tell interface.
+
+The space is declared define-by-run: each ask suggests the free dimensions in space order,
+skipping those whose condition does not hold, so conditional parameters reach Optuna as
+they are. Optuna knows nothing of autopeft's constraints or of deduplication; a suggestion
+that breaks either is told back as a failed trial (samplers ignore those) and redrawn.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from abc import abstractmethod
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.exceptions import ExperimentalWarning
+from optuna.samplers import BaseSampler, NSGAIISampler, RandomSampler, TPESampler
+from optuna.trial import Trial, TrialState
+
+from autopeft.errors import ConfigError, SpaceError
+from autopeft.optimizers.base import Optimizer, register_optimizer
+from autopeft.space import Bool, Choice, Config, Dimension, Float, Int, SearchSpace
+from autopeft.space.dimensions import Value
+
+_MAX_RETRIES = 200  # rejected Optuna suggestions per ask before drawing uniformly instead
+_MAX_DRAWS = 1000  # uniform draws without a new configuration before the space counts as exhausted
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """Optuna logs every trial at INFO; autopeft reports trials itself. The verbosity is
+    Optuna-global, so it is restored on exit rather than changed for the whole process."""
+    level = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(level)
+
+
+def _suggest(trial: Trial, dim: Dimension) -> Value:
+    if isinstance(dim, Bool):
+        return trial.suggest_categorical(dim.name, [False, True])
+    if isinstance(dim, Choice):
+        return trial.suggest_categorical(dim.name, list(dim.values))
+    if isinstance(dim, Int):
+        return trial.suggest_int(dim.name, dim.low, dim.high, log=dim.log)
+    if isinstance(dim, Float):
+        return trial.suggest_float(dim.name, dim.low, dim.high, log=dim.log)
+    raise TypeError(f"got a {type(dim).__name__} dimension '{dim.name}', expected Bool, "
+                    f"Choice, Int or Float")
+
+
+class OptunaOptimizer(Optimizer):
+    """An Optuna study driven through ask/tell; subclasses choose the sampler.
+
+    Extra keyword options go to the sampler (e.g. ``population_size`` for NSGA-II).
+    ``reference_point`` is accepted for a uniform interface and not used.
+    """
+
+    def __init__(self, space: SearchSpace, directions: Sequence[str], *, seed: int = 0,
+                 reference_point: Sequence[float | None] | None = None,
+                 **sampler_options: Any) -> None:
+        super().__init__(space, directions, seed=seed, reference_point=reference_point)
+        try:
+            sampler = self.make_sampler(seed, **sampler_options)
+        except TypeError as err:
+            raise ConfigError(f"bad option for {type(self).__name__}: {err}",
+                              key="optimizer") from None
+        with _quiet():
+            self.study = optuna.create_study(directions=self.directions, sampler=sampler)
+        self._rng = np.random.default_rng(seed)  # for the uniform fallback only
+        self._asked: set[tuple] = set()
+        self._trials: dict[tuple, Trial] = {}  # pending configurations -> their Optuna trial
+
+    @abstractmethod
+    def make_sampler(self, seed: int, **options: Any) -> BaseSampler:
+        """The Optuna sampler, seeded; ``options`` are the sampler's keyword arguments."""
+
+    def ask(self) -> Config:
+        with _quiet():
+            for _ in range(_MAX_RETRIES):
+                trial = self.study.ask()
+                config = self._suggest_config(trial)
+                key = self.space.key(config)
+                if key not in self._asked and self.space.is_valid(config):
+                    return self._register(key, config, trial)
+                self.study.tell(trial, state=TrialState.FAIL)
+            # The sampler keeps proposing known or invalid configurations (a small or nearly
+            # exhausted space): draw uniformly and hand the draw to Optuna as a fixed trial.
+            config = self._random_new()
+            self.study.enqueue_trial(config)
+            trial = self.study.ask()
+            self._suggest_config(trial)
+            return self._register(self.space.key(config), config, trial)
+
+    def tell(self, config: Config, values: Sequence[float] | None) -> None:
+        config = self.space.canonical(config)
+        key = self.space.key(config)
+        with _quiet():
+            trial = self._trials.pop(key, None)
+            if trial is None:  # told without an ask (e.g. from a resumed run): record it
+                self.study.enqueue_trial(config)
+                trial = self.study.ask()
+                self._suggest_config(trial)
+                self._asked.add(key)
+            if values is None:
+                self.study.tell(trial, state=TrialState.FAIL)
+                return
+            y = [float(v) for v in values]
+            if len(y) != len(self.directions):
+                self.study.tell(trial, state=TrialState.FAIL)
+                raise ValueError(f"got {len(y)} objective values, expected {len(self.directions)}")
+            if all(math.isfinite(v) for v in y):
+                self.study.tell(trial, y)
+            else:
+                self.study.tell(trial, state=TrialState.FAIL)
+
+    def _register(self, key: tuple, config: Config, trial: Trial) -> Config:
+        self._asked.add(key)
+        self._trials[key] = trial
+        return config
+
+    def _suggest_config(self, trial: Trial) -> Config:
+        """The trial's values for the active free dimensions, in space order."""
+        config: Config = {}
+        for dim in self.space.dimensions:
+            if dim.condition is None or dim.condition.holds({**self.space.fixed, **config}):
+                config[dim.name] = _suggest(trial, dim)
+        return config
+
+    def _random_new(self) -> Config:
+        for _ in range(_MAX_DRAWS):
+            config = self.space.sample(self._rng)
+            if self.space.key(config) not in self._asked:
+                return config
+        raise SpaceError(f"search space exhausted: no new configuration in {_MAX_DRAWS} random "
+                         f"draws after {len(self._asked)} were asked")
+
+
+@register_optimizer("random")
+class OptunaRandom(OptunaOptimizer):
+    """Uniform random search (Optuna's ``RandomSampler``)."""
+
+    def make_sampler(self, seed: int, **options: Any) -> BaseSampler:
+        return RandomSampler(seed=seed, **options)
+
+
+@register_optimizer("tpe")
+class OptunaTPE(OptunaOptimizer):
+    """Multi-objective TPE. ``multivariate`` models the dimensions jointly (the layer,
+    rank and module choices interact), ``group`` splits the joint model along the
+    conditional sub-spaces, and ``constant_liar`` keeps concurrent trials apart."""
+
+    def make_sampler(self, seed: int, **options: Any) -> BaseSampler:
+        options = {"multivariate": True, "group": True, "constant_liar": True, **options}
+        with warnings.catch_warnings():  # the three options above are marked experimental
+            warnings.simplefilter("ignore", ExperimentalWarning)
+            return TPESampler(seed=seed, **options)
+
+
+@register_optimizer("nsga2")
+class OptunaNSGA2(OptunaOptimizer):
+    """NSGA-II with a population of 8 by default (Optuna's 50 would never leave the first
+    generation within a 20-50 trial budget); ``population_size`` overrides it."""
+
+    def make_sampler(self, seed: int, **options: Any) -> BaseSampler:
+        return NSGAIISampler(seed=seed, **{"population_size": 8, **options})

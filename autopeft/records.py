@@ -1,0 +1,126 @@
+"""What a search knows about its trials, and the Pareto front over them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from autopeft.pareto import hypervolume_curve, infer_reference, pareto_mask
+
+COST_KEYS = ("trainable_params", "trainable_percent", "peak_memory_mb", "train_seconds",
+             "examples_per_second")
+
+
+@dataclass
+class TrialRecord:
+    """One trial: its configuration, state and results."""
+
+    number: int
+    trial_id: str
+    config: dict[str, Any]
+    status: str = "running"  # running | completed | failed | stopped
+    objectives: dict[str, float] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    curves: list[dict[str, float]] = field(default_factory=list)
+    error: str | None = None
+    adapter_dir: Path | None = None
+    run_id: str | None = None
+    pareto: bool = False
+    test_metrics: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return f"trial-{self.number:04d}"
+
+
+@dataclass(frozen=True)
+class ObjectiveInfo:
+    name: str
+    direction: str
+
+
+def objective_matrix(records: list[TrialRecord], objectives: list[ObjectiveInfo]) -> np.ndarray:
+    """``n x m`` objective values of ``records`` (NaN where a trial has none)."""
+    return np.array([[r.objectives.get(o.name, np.nan) for o in objectives] for r in records],
+                    dtype=np.float64).reshape(len(records), len(objectives))
+
+
+def front_of(records: list[TrialRecord], objectives: list[ObjectiveInfo]) -> list[TrialRecord]:
+    """The completed records that no other completed record dominates, best first."""
+    done = [r for r in records if r.status == "completed"]
+    if not done:
+        return []
+    mask = pareto_mask(objective_matrix(done, objectives), [o.direction for o in objectives])
+    front = [r for r, keep in zip(done, mask, strict=True) if keep]
+    first = objectives[0]
+    return sorted(front, key=lambda r: r.objectives[first.name], reverse=first.direction == "maximize")
+
+
+def reference_for(records: list[TrialRecord], objectives: list[ObjectiveInfo],
+                  given: dict[str, float] | None = None) -> np.ndarray:
+    done = [r for r in records if r.status == "completed"]
+    values = objective_matrix(done, objectives)
+    return infer_reference(values, [o.direction for o in objectives],
+                           [(given or {}).get(o.name) for o in objectives])
+
+
+def hypervolume_history(records: list[TrialRecord], objectives: list[ObjectiveInfo],
+                        reference: np.ndarray) -> list[float]:
+    """Hypervolume after each trial, in trial order (failed trials add nothing)."""
+    ordered = sorted(records, key=lambda r: r.number)
+    values = objective_matrix([r for r in ordered], objectives)
+    for i, r in enumerate(ordered):
+        if r.status != "completed":
+            values[i] = np.nan
+    return hypervolume_curve(values, [o.direction for o in objectives], reference)
+
+
+def front_table(front: list[TrialRecord], objectives: list[ObjectiveInfo]) -> pd.DataFrame:
+    """One row per front member: objectives, test scores, costs, then the configuration."""
+    rows = []
+    for r in front:
+        row: dict[str, Any] = {"trial": r.name}
+        row.update({o.name: r.objectives.get(o.name) for o in objectives})
+        row.update({f"test_{k}": v for k, v in r.test_metrics.items()})
+        row.update({k: r.metrics[k] for k in COST_KEYS if k in r.metrics and k not in row})
+        row.update({f"param:{k}": v for k, v in r.config.items()})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def parse_param(text: str) -> Any:
+    """A configuration value read back from MLflow, where params are strings."""
+    if text in ("True", "False"):
+        return text == "True"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def summarize_config(config: dict[str, Any], num_layers: int | None = None) -> str:
+    """A short human reading of a flat configuration (per-layer vectors collapsed)."""
+    groups: dict[str, list] = {}
+    scalars = {}
+    for key, value in config.items():
+        head, _, tail = key.partition(".")
+        if tail:
+            groups.setdefault(head, []).append((tail, value))
+        else:
+            scalars[key] = value
+    parts = []
+    for head, items in groups.items():
+        if all(isinstance(v, bool) for _, v in items) and not all(t.isdigit() for t, _ in items):
+            parts.append(f"{head}={'+'.join(t for t, v in items if v)}")
+        elif all(isinstance(v, bool) for _, v in items):
+            parts.append(f"{head}={''.join('1' if v else '0' for _, v in items)}")
+        else:
+            parts.append(f"{head}={','.join(f'{t}:{v}' for t, v in items)}")
+    parts += [f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in scalars.items()]
+    return " ".join(parts)

@@ -1,0 +1,90 @@
+"""The front as people read it: a terminal table, a PNG plot and an interactive HTML plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on servers; the plots are files
+import matplotlib.pyplot as plt  # noqa: E402
+import plotly.graph_objects as go  # noqa: E402
+
+from autopeft.records import ObjectiveInfo, TrialRecord, summarize_config  # noqa: E402
+
+
+def format_front(front: list[TrialRecord], objectives: list[ObjectiveInfo]) -> str:
+    """A fixed-width table of the front for the terminal."""
+    if not front:
+        return "(no completed trial yet: the front is empty)"
+    test_keys = sorted({k for r in front for k in r.test_metrics})
+    header = ["trial"] + [f"{o.name} ({'max' if o.direction == 'maximize' else 'min'})"
+                          for o in objectives] + [f"test_{k}" for k in test_keys] + ["configuration"]
+    rows = []
+    for r in front:
+        rows.append([r.name] + [f"{r.objectives[o.name]:.4g}" for o in objectives]
+                    + [f"{r.test_metrics[k]:.4g}" if k in r.test_metrics else "-" for k in test_keys]
+                    + [summarize_config(r.config)])
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
+    widths[-1] = 0  # the configuration column is left ragged
+    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
+    return "\n".join([line(header), line(["-" * w for w in widths[:-1]] + ["-" * 13])]
+                     + [line(r) for r in rows])
+
+
+def _axes(objectives: list[ObjectiveInfo]) -> tuple[ObjectiveInfo, ObjectiveInfo]:
+    # With more than two objectives the plots show the first two; the CSV has them all.
+    return objectives[0], objectives[1]
+
+
+def plot_front_png(records: list[TrialRecord], front: list[TrialRecord],
+                   objectives: list[ObjectiveInfo], path: Path) -> None:
+    y_obj, x_obj = _axes(objectives)
+    done = [r for r in records if r.status == "completed"]
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    ax.scatter([r.objectives[x_obj.name] for r in done], [r.objectives[y_obj.name] for r in done],
+               c="#bbbbbb", label="trials", zorder=2)
+    pts = sorted((r.objectives[x_obj.name], r.objectives[y_obj.name], r.name) for r in front)
+    ax.step([p[0] for p in pts], [p[1] for p in pts], where="post", color="#d62728", zorder=1)
+    ax.scatter([p[0] for p in pts], [p[1] for p in pts], c="#d62728", label="Pareto front", zorder=3)
+    for x, y, name in pts:
+        ax.annotate(name.replace("trial-", "#"), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    ax.set_xlabel(f"{x_obj.name} ({x_obj.direction})")
+    ax.set_ylabel(f"{y_obj.name} ({y_obj.direction})")
+    ax.set_title(f"Pareto front: {len(front)} of {len(done)} completed trials")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_front_html(records: list[TrialRecord], front: list[TrialRecord],
+                    objectives: list[ObjectiveInfo], path: Path) -> None:
+    y_obj, x_obj = _axes(objectives)
+    done = [r for r in records if r.status == "completed"]
+    on_front = {r.trial_id for r in front}
+    fig = go.Figure()
+    for label, group, color in (("trials", [r for r in done if r.trial_id not in on_front], "#999999"),
+                                ("Pareto front", [r for r in done if r.trial_id in on_front], "#d62728")):
+        fig.add_trace(go.Scatter(
+            x=[r.objectives[x_obj.name] for r in group], y=[r.objectives[y_obj.name] for r in group],
+            mode="markers", name=label, marker={"color": color, "size": 9},
+            text=[f"{r.name}<br>" + "<br>".join(f"{o.name}={r.objectives[o.name]:.4g}" for o in objectives)
+                  + "<br>" + summarize_config(r.config).replace(" ", "<br>") for r in group],
+            hoverinfo="text"))
+    fig.update_layout(title="autopeft Pareto front", xaxis_title=f"{x_obj.name} ({x_obj.direction})",
+                      yaxis_title=f"{y_obj.name} ({y_obj.direction})", template="plotly_white")
+    # The plotly.js bundle is inlined so the file opens offline (MLflow's UI, air-gapped hosts).
+    fig.write_html(str(path), include_plotlyjs=True)
+
+
+def plot_hypervolume_png(curve: list[float], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
+    ax.plot(range(1, len(curve) + 1), curve, marker="o")
+    ax.set_xlabel("trials")
+    ax.set_ylabel("dominated hypervolume")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

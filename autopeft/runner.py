@@ -1,0 +1,168 @@
+"""Running trials with Ray Tune: the optimizer as a Tune searcher, trials as a function
+trainable, and trial events forwarded to listeners (MLflow tracking, progress) in the driver.
+
+Tracking happens in the driver, not in the workers, so that a SQLite MLflow store has a
+single writer however many trials run at once.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import ray
+import torch
+from ray import tune
+from ray.tune import Callback, Checkpoint
+from ray.tune.search import Searcher
+
+from autopeft.optimizers import Optimizer
+from autopeft.space import Config
+from autopeft.trial import SearchSetup, run_trial
+
+STATUS = "autopeft_status"
+OBJECTIVE_PREFIX = "objective/"
+
+
+class TrialListener(Protocol):
+    """Receives the life of every trial, in the driver process."""
+
+    def on_start(self, trial_id: str, config: Config) -> None: ...
+    def on_epoch(self, trial_id: str, point: dict[str, float]) -> None: ...
+    def on_complete(self, trial_id: str, result: dict[str, Any], adapter_dir: Path | None) -> None: ...
+    def on_failed(self, trial_id: str, error: str) -> None: ...
+
+
+class OptimizerSearcher(Searcher):
+    """Ray Tune's face of an autopeft :class:`Optimizer` (ask on suggest, tell on complete)."""
+
+    def __init__(self, optimizer: Optimizer, objective_names: list[str]) -> None:
+        super().__init__()
+        self.optimizer = optimizer
+        self.objective_names = objective_names
+        self._pending: dict[str, Config] = {}
+
+    def suggest(self, trial_id: str) -> dict | None:
+        config = self.optimizer.ask()
+        self._pending[trial_id] = config
+        return {"params": config}
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        config = self._pending.pop(trial_id, None)
+        if config is None:
+            return
+        ok = not error and result is not None and result.get(STATUS) == "completed"
+        values = [result[OBJECTIVE_PREFIX + n] for n in self.objective_names] if ok else None
+        self.optimizer.tell(config, values)
+
+    # Tune checkpoints its searcher; the optimizer's whole state is one picklable object.
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as fh:
+            pickle.dump((self.optimizer, self._pending), fh)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as fh:
+            self.optimizer, self._pending = pickle.load(fh)
+
+
+class _Forward(Callback):
+    """Forwards Tune's trial events to the listeners."""
+
+    def __init__(self, listeners: list[TrialListener]) -> None:
+        self.listeners = listeners
+        self._done: set[str] = set()
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        for listener in self.listeners:
+            listener.on_start(trial.trial_id, trial.config["params"])
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        if STATUS not in result:
+            for listener in self.listeners:
+                listener.on_epoch(trial.trial_id, result)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        result = trial.last_result or {}
+        if trial.trial_id in self._done:
+            return
+        self._done.add(trial.trial_id)
+        if result.get(STATUS) == "completed":
+            adapter = Path(trial.checkpoint.path) / "adapter" if trial.checkpoint else None
+            for listener in self.listeners:
+                listener.on_complete(trial.trial_id, result, adapter)
+        else:
+            for listener in self.listeners:
+                listener.on_failed(trial.trial_id, result.get("error", "trial ended without a result"))
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        # A crash outside run_trial's own error handling (worker died, out of memory).
+        if trial.trial_id in self._done:
+            return
+        self._done.add(trial.trial_id)
+        error = trial.get_error() if hasattr(trial, "get_error") else None
+        message = str(error).strip().splitlines()[-1] if error else "the trial's worker crashed"
+        for listener in self.listeners:
+            listener.on_failed(trial.trial_id, message)
+
+
+def _trainable(params: dict, setup: SearchSetup | None = None, threads: int = 1) -> None:
+    torch.set_num_threads(threads)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            result = run_trial(setup, params["params"], save_to=Path(tmp) / "adapter",
+                               on_epoch=lambda point: tune.report(point))
+            final = {STATUS: "completed", "best_epoch": result.best_epoch,
+                     **{OBJECTIVE_PREFIX + k: v for k, v in result.objectives.items()},
+                     **{f"dev_{k}": v for k, v in result.metrics.items()}, **result.cost}
+            tune.report(final, checkpoint=Checkpoint.from_directory(tmp))
+    except Exception as err:  # a failing trial must never end the search: report it instead
+        detail = traceback.format_exception_only(type(err), err)[-1].strip()
+        tune.report({STATUS: "failed", "error": detail})
+
+
+@dataclass(frozen=True)
+class Resources:
+    cpus_per_trial: int
+    gpus_per_trial: float
+
+
+def plan_resources(concurrency: int) -> Resources:
+    """Split this machine's CPUs (and GPUs, fractionally) evenly over concurrent trials."""
+    cpus = max(1, int(ray.cluster_resources().get("CPU", os.cpu_count() or 1)) // concurrency)
+    gpus = float(ray.cluster_resources().get("GPU", 0.0))
+    return Resources(cpus, min(1.0, gpus / concurrency) if gpus else 0.0)
+
+
+def run_trials(setup: SearchSetup, optimizer: Optimizer, *, trials: int, concurrency: int,
+               listeners: list[TrialListener], storage: Path, ray_address: str | None = None) -> None:
+    """Run ``trials`` trials, ``concurrency`` at a time, on a local Ray (started and shut down
+    here) or on the cluster at ``ray_address``."""
+    # Tune's own console reporter would interleave with autopeft's progress line.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(address=ray_address, include_dashboard=False, log_to_driver=False,
+                 configure_logging=False, logging_level="ERROR")
+    try:
+        resources = plan_resources(concurrency)
+        trainable = tune.with_resources(
+            tune.with_parameters(_trainable, setup=setup, threads=resources.cpus_per_trial),
+            {"cpu": resources.cpus_per_trial, "gpu": resources.gpus_per_trial})
+        searcher = OptimizerSearcher(optimizer, [o.name for o in setup.objectives])
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(search_alg=searcher, num_samples=trials,
+                                        max_concurrent_trials=concurrency, reuse_actors=True),
+            run_config=tune.RunConfig(name="trials", storage_path=str(storage.resolve()), verbose=0,
+                                      callbacks=[_Forward(listeners)],
+                                      checkpoint_config=tune.CheckpointConfig(num_to_keep=None)),
+        )
+        tuner.fit()
+    finally:
+        if started_here:
+            ray.shutdown()

@@ -1,0 +1,257 @@
+"""The search: validate everything, run the trials, then report and export the front."""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from transformers import AutoTokenizer
+
+from autopeft.adapters import get_adapter
+from autopeft.config import DataConfig, SearchConfig
+from autopeft.errors import ConfigError, ModelError, ObjectiveError
+from autopeft.models import check_model_reference, model_layout
+from autopeft.objectives import Objective, resolve_objectives
+from autopeft.optimizers import Optimizer, make_optimizer
+from autopeft.progress import ProgressLine
+from autopeft.records import (ObjectiveInfo, TrialRecord, front_of, front_table, hypervolume_history,
+                              reference_for)
+from autopeft.report import format_front, plot_front_html, plot_front_png, plot_hypervolume_png
+from autopeft.runner import OBJECTIVE_PREFIX, run_trials
+from autopeft.space import Config, load_space
+from autopeft.tasks import DataSource, demo_model_path, load_demo_data, make_task
+from autopeft.tracking import SearchTracker
+from autopeft.training import Fidelity
+from autopeft.trial import SearchSetup, evaluate_adapter, quiet_libraries
+
+#: keyword names of :func:`search` that live in a nested section of SearchConfig
+_NESTED = {**{f.name: f"data.{f.name}" for f in dataclasses.fields(DataConfig)},
+           **{f.name: f"fidelity.{f.name}" for f in dataclasses.fields(Fidelity)}}
+
+
+@dataclass
+class SearchResult:
+    """What a finished search found: every trial, the Pareto front and where it is stored."""
+
+    objectives: list[ObjectiveInfo]
+    trials: list[TrialRecord]
+    front: list[TrialRecord]
+    reference_point: np.ndarray
+    hypervolume: list[float]
+    run_id: str
+    tracking_uri: str
+    artifact_uri: str = ""
+    seconds: float = 0.0
+    files: dict[str, Path] = field(default_factory=dict)
+
+    def table(self) -> pd.DataFrame:
+        """The front as a DataFrame (objectives, test scores, costs, configuration)."""
+        return front_table(self.front, self.objectives)
+
+    def __str__(self) -> str:
+        return format_front(self.front, self.objectives)
+
+
+def prepare(config: SearchConfig) -> tuple[SearchSetup, Optimizer]:
+    """Check and load everything a search needs, before anything is written anywhere."""
+    config.check()
+    quiet_libraries()
+    objectives = resolve_objectives(config.objectives)
+    if len(objectives) < 2:
+        raise ObjectiveError("a multi-objective search needs at least two objectives", key="objective")
+    unknown = set(config.reference_point) - {o.name for o in objectives}
+    if unknown:
+        raise ConfigError(f"reference point given for unknown objective(s) {sorted(unknown)}",
+                          key="reference_point")
+    spec = load_space(config.space)
+    builder = get_adapter(spec)
+
+    if config.task == "demo":
+        task = make_task("classification")
+        model_path = config.model or demo_model_path()
+        data = load_demo_data(config.seed)
+    else:
+        task = make_task(config.task)
+        model_path = config.model
+        if not model_path:
+            raise ConfigError("--model is required unless --task demo", key="model")
+        d = config.data
+        source = DataSource(d.train_file, d.dev_file, d.test_file,
+                            {"text": d.text_column, "text_pair": d.text_pair_column, "label": d.label_column})
+        data = task.load_data(source, config.seed)
+
+    check_model_reference(model_path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_path)
+        layout = model_layout(task.load_model(model_path, data))
+    except (OSError, ValueError) as err:
+        raise ModelError(f"cannot load: {str(err).splitlines()[0]}", source=model_path, key="model") from None
+    builder.check_layout(spec, layout)
+    space = spec.bind(layout.num_layers, fixed=config.fixed)
+
+    fid = config.fidelity
+    train = data.train.shuffle(seed=config.seed)
+    if fid.max_train_examples:
+        train = train.select(range(min(fid.max_train_examples, len(train))))
+    dev = data.dev if not fid.max_eval_examples else data.dev.shuffle(seed=config.seed).select(
+        range(min(fid.max_eval_examples, len(data.dev))))
+    setup = SearchSetup(task=task, model_path=model_path, data=data,
+                        train_tokens=task.tokenize(train, tokenizer, fid.max_length),
+                        dev_tokens=task.tokenize(dev, tokenizer, fid.max_length),
+                        layout=layout, space=space, objectives=objectives, fidelity=fid, seed=config.seed)
+    optimizer = make_optimizer(config.optimizer, space, [o.direction for o in objectives], seed=config.seed,
+                               reference_point=[config.reference_point.get(o.name) for o in objectives],
+                               **config.optimizer_options)
+    return setup, optimizer
+
+
+class _Monitor:
+    """Keeps the trial records and forwards each event to MLflow and the progress line."""
+
+    def __init__(self, objectives: list[ObjectiveInfo], tracker: SearchTracker, progress: ProgressLine,
+                 reference: dict[str, float]) -> None:
+        self.objectives = objectives
+        self.tracker = tracker
+        self.progress = progress
+        self.reference = reference
+        self.records: dict[str, TrialRecord] = {}
+
+    def on_start(self, trial_id: str, config: Config) -> None:
+        record = TrialRecord(len(self.records) + 1, trial_id, dict(config))
+        self.records[trial_id] = record
+        self.tracker.start_trial(record)
+        self._show()
+
+    def on_epoch(self, trial_id: str, point: dict[str, float]) -> None:
+        # Tune adds its own bookkeeping (pid, time_this_iter_s, ...) to every report.
+        point = {k: v for k, v in point.items() if k in ("epoch", "train_loss") or k.startswith("dev_")}
+        record = self.records[trial_id]
+        record.curves.append(point)
+        self.tracker.log_epoch(record, point)
+
+    def on_complete(self, trial_id: str, result: dict[str, Any], adapter_dir: Path | None) -> None:
+        record = self.records[trial_id]
+        record.status = "completed"
+        record.objectives = {o.name: float(result[OBJECTIVE_PREFIX + o.name]) for o in self.objectives}
+        record.metrics = {k: float(v) for k, v in result.items()
+                          if k in _RESULT_METRICS or k.startswith("dev_")}
+        record.adapter_dir = adapter_dir
+        self.tracker.finish_trial(record)
+        self._show()
+
+    def on_failed(self, trial_id: str, error: str) -> None:
+        record = self.records[trial_id]
+        record.status, record.error = "failed", error
+        self.tracker.finish_trial(record)
+        self._show()
+
+    def _show(self) -> None:
+        records = list(self.records.values())
+        done = sum(r.status == "completed" for r in records)
+        front = front_of(records, self.objectives)
+        hv = hypervolume_history(records, self.objectives,
+                                 reference_for(records, self.objectives, self.reference))[-1] if done else 0.0
+        self.progress.update(done, sum(r.status == "running" for r in records),
+                             sum(r.status == "failed" for r in records), len(front), hv)
+
+
+_RESULT_METRICS = {"trainable_params", "trainable_percent", "peak_memory_mb", "train_seconds",
+                   "examples_per_second", "best_epoch"}
+
+
+def run_search(config: SearchConfig, *, progress: bool = True) -> SearchResult:
+    """Run a whole search as ``config`` says; see :func:`search` for the keyword form."""
+    started = time.monotonic()
+    setup, optimizer = prepare(config)
+    objectives = [ObjectiveInfo(o.name, o.direction) for o in setup.objectives]
+    out_dir = Path(config.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tracker = SearchTracker(config.resolved_tracking_uri, config.experiment,
+                            out_dir / "artifacts" if not config.tracking_uri else None)
+    name = f"search-{time.strftime('%Y%m%d-%H%M%S')}"
+    params = {"model": setup.model_path, "task": config.task, "space": setup.space.spec.name,
+              "space_file": setup.space.spec.source, "optimizer": config.optimizer, "trials": config.trials,
+              "concurrency": config.concurrency, "seed": config.seed,
+              "objectives": ",".join(f"{o.name}:{o.direction}" for o in objectives),
+              "fixed": config.fixed, "train_examples": len(setup.train_tokens),
+              "dev_examples": len(setup.dev_tokens), "test_examples": len(setup.data.test),
+              **{f"fidelity.{k}": v for k, v in dataclasses.asdict(config.fidelity).items()}}
+    run_id = tracker.start_search(name, params, objectives)
+    line = ProgressLine(config.trials, enabled=progress)
+    monitor = _Monitor(objectives, tracker, line, config.reference_point)
+    try:
+        run_trials(setup, optimizer, trials=config.trials, concurrency=config.concurrency,
+                   listeners=[monitor], storage=out_dir / "ray" / name, ray_address=config.ray_address)
+        line.close()
+        return _finish(config, setup, tracker, monitor, objectives, run_id, started)
+    except BaseException as err:
+        line.close()
+        for record in monitor.records.values():
+            if record.status == "running":
+                record.status, record.error = "stopped", "the search ended before the trial finished"
+                tracker.finish_trial(record)
+        tracker.fail_search(f"{type(err).__name__}: {err}")
+        raise
+
+
+def _finish(config: SearchConfig, setup: SearchSetup, tracker: SearchTracker, monitor: _Monitor,
+            objectives: list[ObjectiveInfo], run_id: str, started: float) -> SearchResult:
+    records = sorted(monitor.records.values(), key=lambda r: r.number)
+    front = front_of(records, objectives)
+    for record in front:
+        record.pareto = True
+        if record.adapter_dir is not None:
+            # The test split is only ever used here, on the finished front: never for selection.
+            record.test_metrics = evaluate_adapter(setup, record.adapter_dir, setup.data.test).metrics
+    done = [r for r in records if r.status == "completed"]
+    reference = reference_for(records, objectives, config.reference_point) if done else np.array([])
+    curve = hypervolume_history(records, objectives, reference) if done else []
+    with tempfile.TemporaryDirectory() as tmp:
+        files = {"pareto_front.csv": Path(tmp) / "pareto_front.csv",
+                 "pareto_front.png": Path(tmp) / "pareto_front.png",
+                 "pareto_front.html": Path(tmp) / "pareto_front.html",
+                 "hypervolume.png": Path(tmp) / "hypervolume.png"}
+        front_table(front, objectives).to_csv(files["pareto_front.csv"], index=False)
+        plot_front_png(records, front, objectives, files["pareto_front.png"])
+        plot_front_html(records, front, objectives, files["pareto_front.html"])
+        plot_hypervolume_png(curve, files["hypervolume.png"])
+        adapters = {r.name: r.adapter_dir for r in front if r.adapter_dir is not None}
+        tracker.finish_search(records, curve, files, adapters)
+    artifact_uri = tracker.client.get_run(run_id).info.artifact_uri
+    return SearchResult(objectives, records, front, reference, curve, run_id, tracker.tracking_uri,
+                        artifact_uri, time.monotonic() - started)
+
+
+def search(config: SearchConfig | None = None, *, objectives: list[str | Objective] | None = None,
+           progress: bool = True, **options: Any) -> SearchResult:
+    """Run a search from Python.
+
+    ``options`` are SearchConfig fields or their nested ones by plain name
+    (``train_file``, ``text_column``, ``max_train_examples``, ``epochs``, ...). ``objectives``
+    mixes built-in names, ``FILE.py:FUNCTION`` references and :class:`Objective` values.
+
+    Example::
+
+        result = autopeft.search(task="demo", trials=8, objectives=["accuracy", my_latency])
+        print(result.table())
+    """
+    config = dataclasses.replace(config) if config else SearchConfig()
+    for key, value in options.items():
+        target, leaf = config, _NESTED.get(key, key)
+        *parents, leaf = leaf.split(".")
+        for parent in parents:
+            target = getattr(target, parent)
+        if not hasattr(target, leaf):
+            raise ConfigError(f"unknown search option '{key}'")
+        setattr(target, leaf, value)
+    if objectives is not None:
+        config.objectives = list(objectives)
+    return run_search(config, progress=progress)
+
+

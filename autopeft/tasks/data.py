@@ -1,0 +1,126 @@
+"""Loading a user's tables (CSV, TSV, JSON/JSONL, Parquet, or a `datasets` folder) and
+splitting them into train/dev/test with a seed, stratified, without duplicates across splits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
+
+from autopeft.errors import DataError
+
+_FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """Where a task's examples come from and which columns hold what."""
+
+    train_file: str | None = None
+    dev_file: str | None = None
+    test_file: str | None = None
+    #: role (``text``, ``text_pair``, ``label``) -> column name in the files
+    columns: dict[str, str] = field(default_factory=dict)
+    dev_fraction: float = 0.1
+    test_fraction: float = 0.1
+
+
+def load_table(path: str, role: str = "train") -> Dataset:
+    """One split from a file or a ``datasets`` folder (``save_to_disk``); a DatasetDict folder
+    gives its split named ``role`` (``dev`` also finds ``validation``)."""
+    p = Path(path)
+    if not p.exists():
+        raise DataError("data file not found", source=path)
+    if p.is_dir():
+        try:
+            loaded = load_from_disk(str(p))
+        except Exception as err:  # datasets raises several types for a folder it cannot read
+            raise DataError(f"not a `datasets` folder ({type(err).__name__}: {err})", source=path) from None
+        if isinstance(loaded, DatasetDict):
+            names = {"train": ["train"], "dev": ["validation", "dev"], "test": ["test"]}[role]
+            for name in names:
+                if name in loaded:
+                    return loaded[name]
+            raise DataError(f"folder has splits {list(loaded)}, none named {names}", source=path)
+        return loaded
+    fmt = _FORMATS.get(p.suffix.lower())
+    if fmt is None:
+        raise DataError(f"unsupported file type '{p.suffix}'; use one of {sorted(_FORMATS)} "
+                        f"or a `datasets` folder", source=path)
+    kwargs = {"delimiter": "\t"} if p.suffix.lower() == ".tsv" else {}
+    try:
+        return load_dataset(fmt, data_files=str(p), split="train", **kwargs)
+    except Exception as err:  # parse errors come from pandas/pyarrow with many types
+        raise DataError(f"cannot read as {fmt}: {str(err).splitlines()[0]}", source=path) from None
+
+
+def select_columns(table: Dataset, columns: dict[str, str], source: str) -> Dataset:
+    """Keep and rename the columns named in ``columns`` (role -> column); drop rows with nulls."""
+    if len(table) == 0:
+        raise DataError("dataset is empty", source=source)
+    for role, column in columns.items():
+        if column not in table.column_names:
+            raise DataError(f"{role} column '{column}' not found; columns are {table.column_names}",
+                            source=source)
+    table = table.select_columns(list(columns.values()))
+    table = table.rename_columns({c: r for r, c in columns.items() if c != r})
+    table = table.filter(lambda row: all(row[r] is not None and str(row[r]).strip() != ""
+                                         for r in columns))
+    if len(table) == 0:
+        raise DataError("no rows with all of the columns "
+                        f"{list(columns.values())} filled", source=source)
+    return table
+
+
+def example_keys(table: Dataset, key_columns: list[str]) -> list[tuple]:
+    columns = [table[c] for c in key_columns]
+    return [tuple(str(v).strip().lower() for v in row) for row in zip(*columns, strict=True)]
+
+
+def deduplicate(table: Dataset, key_columns: list[str], exclude: set[tuple] = frozenset()) -> Dataset:
+    """``table`` without repeated examples and without those whose key is in ``exclude``."""
+    seen = set(exclude)
+    keep = []
+    for i, key in enumerate(example_keys(table, key_columns)):
+        if key not in seen:
+            seen.add(key)
+            keep.append(i)
+    return table.select(keep)
+
+
+def stratified_split(table: Dataset, fraction: float, strata: list, seed: int) -> tuple[Dataset, Dataset]:
+    """Split off ``fraction`` of ``table``, the same share of every stratum (label)."""
+    rng = np.random.default_rng(seed)
+    strata = np.asarray(strata)
+    held: list[int] = []
+    for value in np.unique(strata):
+        members = np.flatnonzero(strata == value)
+        rng.shuffle(members)
+        held.extend(members[: int(round(len(members) * fraction))].tolist())
+    held_set = set(held)
+    rest = [i for i in range(len(table)) if i not in held_set]
+    if not held or not rest:
+        raise DataError(f"too few examples ({len(table)}) to split off {fraction:.0%}")
+    return table.select(sorted(rest)), table.select(sorted(held))
+
+
+def split_splits(train: Dataset, dev: Dataset | None, test: Dataset | None, source: DataSource,
+                 key_columns: list[str], strata_column: str, seed: int
+                 ) -> tuple[Dataset, Dataset, Dataset]:
+    """Fill in missing dev/test splits from train and remove duplicates across the splits."""
+    train = deduplicate(train, key_columns)
+    if test is None:
+        train, test = stratified_split(train, source.test_fraction, train[strata_column], seed)
+    test = deduplicate(test, key_columns)
+    if dev is None:
+        share = source.dev_fraction / (1.0 - (source.test_fraction if source.test_file is None else 0.0))
+        train, dev = stratified_split(train, share, train[strata_column], seed + 1)
+    dev = deduplicate(dev, key_columns, exclude=set(example_keys(test, key_columns)))
+    held_out = set(example_keys(test, key_columns)) | set(example_keys(dev, key_columns))
+    train = deduplicate(train, key_columns, exclude=held_out)
+    for name, split in (("train", train), ("dev", dev), ("test", test)):
+        if len(split) == 0:
+            raise DataError(f"the {name} split is empty after removing duplicates")
+    return train, dev, test

@@ -1,0 +1,47 @@
+"""Shared fixtures: a tiny BERT on disk (real tokenizer, random weights) and small tables."""
+
+from __future__ import annotations
+
+import csv
+import random
+import shutil
+from pathlib import Path
+
+import pytest
+from transformers import BertConfig, BertForSequenceClassification
+
+from autopeft.tasks import demo_model_path
+
+TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 4-layer BERT with hidden size 32, saved like any local model folder."""
+    path = tmp_path_factory.mktemp("tiny-bert")
+    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128)
+    BertForSequenceClassification(config).save_pretrained(path)
+    for name in TOKENIZER_FILES:
+        shutil.copy(Path(demo_model_path()) / name, path / name)
+    return path
+
+
+def write_sentiment_csv(path: Path, rows: int = 240, seed: int = 0, pair: bool = False) -> Path:
+    """An easy two-class table: the label is given away by one word."""
+    rng = random.Random(seed)
+    fillers = ["the film", "this movie", "the plot", "its cast", "the ending", "the score", "a scene"]
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["review", "premise", "verdict"] if pair else ["review", "verdict"])
+        for i in range(rows):
+            label = rng.choice(["pos", "neg"])
+            word = rng.choice(["great", "wonderful", "superb"] if label == "pos" else ["awful", "dull", "bad"])
+            text = f"{rng.choice(fillers)} was {word} number {i}"
+            writer.writerow([text, f"premise {i % 7}", label] if pair else [text, label])
+    return path
+
+
+@pytest.fixture
+def sentiment_csv(tmp_path: Path) -> Path:
+    return write_sentiment_csv(tmp_path / "reviews.csv")

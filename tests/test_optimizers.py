@@ -1,0 +1,157 @@
+"""The optimizers' ask/tell contract on a synthetic two-objective LoRA problem."""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+import numpy as np
+import pytest
+import torch
+
+from autopeft.errors import ConfigError, SpaceError
+from autopeft.optimizers import make_optimizer, optimizer_names
+from autopeft.pareto import hypervolume
+from autopeft.space import Bool, Config, Scalar, SpaceSpec, load_space
+
+LAYERS = 4
+DIRECTIONS = ["maximize", "minimize"]
+REFERENCE = np.array([0.0, 16 * LAYERS * 6])  # quality 0, the largest possible cost
+NAMES = ["mobo", "nsga2", "random", "tpe"]
+# Smaller candidate sets and MC sample counts keep the MOBO runs to ~1 s per ask.
+OPTIONS = {"mobo": {"n_initial": 6, "n_candidates": 300, "mc_samples": 32}}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # Small GP fits on a shared 2-core machine are many times slower with 2 intra-op threads
+    # than with 1 whenever another process is busy.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def space():
+    return load_space("lora").bind(LAYERS)
+
+
+def objective(config: Config) -> list[float]:
+    """Quality (max): later layers, a learning rate near 1e-3, larger ranks and more modules
+    help. Cost (min): summed rank of kept layers times the number of target modules."""
+    kept = [i for i in range(LAYERS) if config[f"layers.{i}"]]
+    modules = sum(bool(v) for k, v in config.items() if k.startswith("target_modules."))
+    quality = 0.5 * sum(i + 1 for i in kept) / sum(range(1, LAYERS + 1))
+    quality += 0.3 * (1 - abs(math.log10(config["learning_rate"]) + 3))
+    quality += 0.1 * sum(math.log2(config[f"rank.{i}"]) for i in kept) / (4 * LAYERS)
+    quality += 0.1 * modules / 6
+    return [quality, float(sum(config[f"rank.{i}"] for i in kept) * modules)]
+
+
+def run(space, name: str, seed: int, n: int, fail_every: int = 0, batch: int = 4):
+    """Ask ``batch`` at a time, then tell them; every ``fail_every``-th trial fails."""
+    opt = make_optimizer(name, space, DIRECTIONS, seed=seed, **OPTIONS.get(name, {}))
+    configs, values, sources = [], [], []
+    while len(configs) < n:
+        asked = [opt.ask() for _ in range(min(batch, n - len(configs)))]
+        sources.append(getattr(opt, "last_ask_source", None))
+        for config in asked:
+            configs.append(config)
+            failed = fail_every and len(configs) % fail_every == 0
+            values.append(None if failed else objective(config))
+            opt.tell(config, values[-1])
+    return configs, values, sources
+
+
+_RUNS: dict[tuple, tuple] = {}
+
+
+def cached_run(space, name: str, seed: int):
+    if (name, seed) not in _RUNS:
+        _RUNS[name, seed] = run(space, name, seed, n=25, fail_every=6)
+    return _RUNS[name, seed]
+
+
+def test_names():
+    assert set(NAMES) <= set(optimizer_names())
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_asks_are_valid_and_new(space, name):
+    configs, values, _ = cached_run(space, name, 0)
+    assert all(space.is_valid(c) and space.canonical(c) == c for c in configs)
+    # Failed configurations (every 6th) are among those never asked for again.
+    assert len({space.key(c) for c in configs}) == len(configs)
+    assert sum(v is None for v in values) == 4
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_seeded(space, name):
+    first = run(space, name, 3, n=10)[0]
+    assert run(space, name, 3, n=10)[0] == first
+    assert run(space, name, 4, n=4)[0] != first[:4]
+
+
+def test_mobo_uses_the_model_and_beats_random(space):
+    _, values, sources = cached_run(space, "mobo", 0)
+    assert sources[0] == "initial" and set(sources[2:]) == {"model"}
+
+    def hv(vals):
+        return hypervolume(np.array([v for v in vals if v is not None]), DIRECTIONS, REFERENCE)
+
+    random_hvs = [hv(cached_run(space, "random", seed)[1]) for seed in range(3)]
+    assert hv(values) >= statistics.median(random_hvs)
+
+
+def test_nan_is_a_failure_and_constant_outputs_fit(space):
+    opt = make_optimizer("mobo", space, DIRECTIONS, n_initial=2, n_candidates=50, mc_samples=8)
+    nan = opt.ask()
+    opt.tell(nan, [float("nan"), 1.0])
+    for _ in range(4):
+        config = opt.ask()
+        assert space.key(config) != space.key(nan)
+        opt.tell(config, [1.0, 1.0])
+    assert opt.last_ask_source == "model"
+    assert len(opt._observed) == 4
+
+
+def test_mobo_without_successes_samples_randomly(space):
+    opt = make_optimizer("mobo", space, DIRECTIONS, n_initial=1)
+    for _ in range(3):
+        opt.tell(opt.ask(), None)
+    assert opt.last_ask_source == "random"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_exhausted_space(name):
+    tiny = SpaceSpec(adapter="lora", parameters={"flag": Scalar("flag", dimension=Bool(""))}).bind(1)
+    opt = make_optimizer(name, tiny, DIRECTIONS)
+    seen = [opt.ask(), opt.ask()]
+    assert {c["flag"] for c in seen} == {False, True}
+    with pytest.raises(SpaceError, match="exhausted"):
+        opt.ask()
+
+
+@pytest.mark.parametrize("options", [{"surrogate": "forest"}, {"n_initial": -1},
+                                     {"n_candidates": 0}, {"reference_point": [0.0]}])
+def test_mobo_bad_options(space, options):
+    with pytest.raises(ConfigError):
+        make_optimizer("mobo", space, DIRECTIONS, **options)
+
+
+def test_bad_names_and_options(space):
+    with pytest.raises(ConfigError, match="unknown optimizer"):
+        make_optimizer("nope", space, DIRECTIONS)
+    with pytest.raises(ConfigError):
+        make_optimizer("nsga2", space, DIRECTIONS, populaton_size=4)
+    with pytest.raises(ConfigError):
+        make_optimizer("random", space, ["maximise", "minimize"])
+
+
+def test_tell_without_ask_is_recorded(space):
+    config = space.sample(np.random.default_rng(7))
+    for name in NAMES:
+        opt = make_optimizer(name, space, DIRECTIONS, **OPTIONS.get(name, {}))
+        opt.tell(config, objective(config))
+        assert all(space.key(opt.ask()) != space.key(config) for _ in range(8))
