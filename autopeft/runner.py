@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import pickle
 import tempfile
+import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,10 +47,13 @@ class OptimizerSearcher(Searcher):
         self.optimizer = optimizer
         self.objective_names = objective_names
         self._pending: dict[str, Config] = {}
+        self.suggest_seconds = 0.0
 
     def suggest(self, trial_id: str) -> dict | None:
+        started = time.perf_counter()
         config = self.optimizer.ask()
         self._pending[trial_id] = config
+        self.suggest_seconds += time.perf_counter() - started
         return {"params": config}
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
@@ -58,7 +62,9 @@ class OptimizerSearcher(Searcher):
             return
         ok = not error and result is not None and result.get(STATUS) == "completed"
         values = [result[OBJECTIVE_PREFIX + n] for n in self.objective_names] if ok else None
+        started = time.perf_counter()
         self.optimizer.tell(config, values)
+        self.suggest_seconds += time.perf_counter() - started
 
     # Tune checkpoints its searcher; the optimizer's whole state is one picklable object.
     def save(self, checkpoint_path: str) -> None:
@@ -76,6 +82,11 @@ class _Forward(Callback):
     def __init__(self, listeners: list[TrialListener]) -> None:
         self.listeners = listeners
         self._done: set[str] = set()
+
+    # Tune pickles its callbacks with the experiment state; listeners hold live connections
+    # (MLflow client, terminal) that belong to this driver process only.
+    def __getstate__(self) -> dict:
+        return {"listeners": [], "_done": self._done}
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         for listener in self.listeners:
@@ -118,7 +129,8 @@ def _trainable(params: dict, setup: SearchSetup | None = None, threads: int = 1)
                                on_epoch=lambda point: tune.report(point))
             final = {STATUS: "completed", "best_epoch": result.best_epoch,
                      **{OBJECTIVE_PREFIX + k: v for k, v in result.objectives.items()},
-                     **{f"dev_{k}": v for k, v in result.metrics.items()}, **result.cost}
+                     **{f"dev_{k}": v for k, v in result.metrics.items()}, **result.cost,
+                     **result.timing}
             tune.report(final, checkpoint=Checkpoint.from_directory(tmp))
     except Exception as err:  # a failing trial must never end the search: report it instead
         detail = traceback.format_exception_only(type(err), err)[-1].strip()
@@ -139,15 +151,19 @@ def plan_resources(concurrency: int) -> Resources:
 
 
 def run_trials(setup: SearchSetup, optimizer: Optimizer, *, trials: int, concurrency: int,
-               listeners: list[TrialListener], storage: Path, ray_address: str | None = None) -> None:
+               listeners: list[TrialListener], storage: Path, ray_address: str | None = None
+               ) -> dict[str, float]:
     """Run ``trials`` trials, ``concurrency`` at a time, on a local Ray (started and shut down
-    here) or on the cluster at ``ray_address``."""
+    here) or on the cluster at ``ray_address``. Returns where the driver's time went."""
+    timings = {"ray_start_seconds": 0.0}
+    started = time.perf_counter()
     # Tune's own console reporter would interleave with autopeft's progress line.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     started_here = not ray.is_initialized()
     if started_here:
         ray.init(address=ray_address, include_dashboard=False, log_to_driver=False,
                  configure_logging=False, logging_level="ERROR")
+        timings["ray_start_seconds"] = time.perf_counter() - started
     try:
         resources = plan_resources(concurrency)
         trainable = tune.with_resources(
@@ -162,7 +178,11 @@ def run_trials(setup: SearchSetup, optimizer: Optimizer, *, trials: int, concurr
                                       callbacks=[_Forward(listeners)],
                                       checkpoint_config=tune.CheckpointConfig(num_to_keep=None)),
         )
+        fit_started = time.perf_counter()
         tuner.fit()
+        timings["fit_seconds"] = time.perf_counter() - fit_started
+        timings["suggest_seconds"] = searcher.suggest_seconds
     finally:
         if started_here:
             ray.shutdown()
+    return timings

@@ -24,6 +24,7 @@ from autopeft.records import (ObjectiveInfo, TrialRecord, front_of, front_table,
                               reference_for)
 from autopeft.report import format_front, plot_front_html, plot_front_png, plot_hypervolume_png
 from autopeft.runner import OBJECTIVE_PREFIX, run_trials
+from autopeft.measure import Stopwatch
 from autopeft.space import Config, load_space
 from autopeft.tasks import DataSource, demo_model_path, load_demo_data, make_task
 from autopeft.tracking import SearchTracker
@@ -48,7 +49,8 @@ class SearchResult:
     tracking_uri: str
     artifact_uri: str = ""
     seconds: float = 0.0
-    files: dict[str, Path] = field(default_factory=dict)
+    #: where the wall time went: ray_start, suggest, tracking, fit (all trials), final_report
+    timings: dict[str, float] = field(default_factory=dict)
 
     def table(self) -> pd.DataFrame:
         """The front as a DataFrame (objectives, test scores, costs, configuration)."""
@@ -121,11 +123,13 @@ class _Monitor:
         self.progress = progress
         self.reference = reference
         self.records: dict[str, TrialRecord] = {}
+        self.tracking = Stopwatch()
 
     def on_start(self, trial_id: str, config: Config) -> None:
         record = TrialRecord(len(self.records) + 1, trial_id, dict(config))
         self.records[trial_id] = record
-        self.tracker.start_trial(record)
+        with self.tracking:
+            self.tracker.start_trial(record)
         self._show()
 
     def on_epoch(self, trial_id: str, point: dict[str, float]) -> None:
@@ -133,7 +137,8 @@ class _Monitor:
         point = {k: v for k, v in point.items() if k in ("epoch", "train_loss") or k.startswith("dev_")}
         record = self.records[trial_id]
         record.curves.append(point)
-        self.tracker.log_epoch(record, point)
+        with self.tracking:
+            self.tracker.log_epoch(record, point)
 
     def on_complete(self, trial_id: str, result: dict[str, Any], adapter_dir: Path | None) -> None:
         record = self.records[trial_id]
@@ -142,13 +147,15 @@ class _Monitor:
         record.metrics = {k: float(v) for k, v in result.items()
                           if k in _RESULT_METRICS or k.startswith("dev_")}
         record.adapter_dir = adapter_dir
-        self.tracker.finish_trial(record)
+        with self.tracking:
+            self.tracker.finish_trial(record)
         self._show()
 
     def on_failed(self, trial_id: str, error: str) -> None:
         record = self.records[trial_id]
         record.status, record.error = "failed", error
-        self.tracker.finish_trial(record)
+        with self.tracking:
+            self.tracker.finish_trial(record)
         self._show()
 
     def _show(self) -> None:
@@ -162,7 +169,7 @@ class _Monitor:
 
 
 _RESULT_METRICS = {"trainable_params", "trainable_percent", "peak_memory_mb", "train_seconds",
-                   "examples_per_second", "best_epoch"}
+                   "examples_per_second", "best_epoch", "eval_seconds", "trial_seconds"}
 
 
 def run_search(config: SearchConfig, *, progress: bool = True) -> SearchResult:
@@ -186,10 +193,12 @@ def run_search(config: SearchConfig, *, progress: bool = True) -> SearchResult:
     line = ProgressLine(config.trials, enabled=progress)
     monitor = _Monitor(objectives, tracker, line, config.reference_point)
     try:
-        run_trials(setup, optimizer, trials=config.trials, concurrency=config.concurrency,
-                   listeners=[monitor], storage=out_dir / "ray" / name, ray_address=config.ray_address)
+        timings = run_trials(setup, optimizer, trials=config.trials, concurrency=config.concurrency,
+                             listeners=[monitor], storage=out_dir / "ray" / name,
+                             ray_address=config.ray_address)
         line.close()
-        return _finish(config, setup, tracker, monitor, objectives, run_id, started)
+        timings["tracking_seconds"] = monitor.tracking.seconds
+        return _finish(config, setup, tracker, monitor, objectives, run_id, started, timings)
     except BaseException as err:
         line.close()
         for record in monitor.records.values():
@@ -201,7 +210,9 @@ def run_search(config: SearchConfig, *, progress: bool = True) -> SearchResult:
 
 
 def _finish(config: SearchConfig, setup: SearchSetup, tracker: SearchTracker, monitor: _Monitor,
-            objectives: list[ObjectiveInfo], run_id: str, started: float) -> SearchResult:
+            objectives: list[ObjectiveInfo], run_id: str, started: float,
+            timings: dict[str, float]) -> SearchResult:
+    final_started = time.monotonic()
     records = sorted(monitor.records.values(), key=lambda r: r.number)
     front = front_of(records, objectives)
     for record in front:
@@ -224,8 +235,9 @@ def _finish(config: SearchConfig, setup: SearchSetup, tracker: SearchTracker, mo
         adapters = {r.name: r.adapter_dir for r in front if r.adapter_dir is not None}
         tracker.finish_search(records, curve, files, adapters)
     artifact_uri = tracker.client.get_run(run_id).info.artifact_uri
+    timings["final_report_seconds"] = time.monotonic() - final_started
     return SearchResult(objectives, records, front, reference, curve, run_id, tracker.tracking_uri,
-                        artifact_uri, time.monotonic() - started)
+                        artifact_uri, time.monotonic() - started, timings)
 
 
 def search(config: SearchConfig | None = None, *, objectives: list[str | Objective] | None = None,

@@ -55,6 +55,7 @@ class TrainOutcome:
     best_epoch: int
     curves: list[dict[str, float]] = field(default_factory=list)
     train_seconds: float = 0.0
+    eval_seconds: float = 0.0
     examples_seen: int = 0
 
 
@@ -72,7 +73,7 @@ def train(model: torch.nn.Module, task: Task, train_loader: DataLoader, dev_load
     if fidelity.max_steps:
         total = min(total, fidelity.max_steps)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(hp.warmup_ratio * total), total)
-    clock = Stopwatch()
+    clock, eval_clock = Stopwatch(), Stopwatch()
     outcome: TrainOutcome | None = None
     best_state: dict[str, torch.Tensor] = {}
     step = seen = 0
@@ -94,7 +95,8 @@ def train(model: torch.nn.Module, task: Task, train_loader: DataLoader, dev_load
                 seen += len(next(iter(batch.values())))
                 step += 1
         model.eval()
-        evaluation = task.evaluate(model, (_to(b, device) for b in dev_loader))
+        with eval_clock:
+            evaluation = task.evaluate(model, (_to(b, device) for b in dev_loader))
         point = {"epoch": float(epoch), "train_loss": sum(losses) / max(len(losses), 1),
                  "dev_loss": evaluation.loss, **{f"dev_{k}": v for k, v in evaluation.metrics.items()}}
         if on_epoch:
@@ -112,5 +114,6 @@ def train(model: torch.nn.Module, task: Task, train_loader: DataLoader, dev_load
                 if name in best_state:
                     param.copy_(best_state[name])
     outcome.train_seconds = clock.seconds
+    outcome.eval_seconds = eval_clock.seconds
     outcome.examples_seen = seen
     return outcome

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -54,6 +55,7 @@ class TrialResult:
     cost: dict[str, float]
     curves: list[dict[str, float]]
     best_epoch: int
+    timing: dict[str, float] = field(default_factory=dict)
 
 
 def pick_device() -> torch.device:
@@ -90,6 +92,7 @@ def build_model(setup: SearchSetup, config: Config) -> torch.nn.Module:
 def run_trial(setup: SearchSetup, config: Config, *, save_to: Path | None = None,
               on_epoch: Callable[[dict[str, float]], None] | None = None) -> TrialResult:
     """Train and evaluate ``config``; raises on failure (the runner records it)."""
+    started = time.perf_counter()
     device = pick_device()
     tokenizer = AutoTokenizer.from_pretrained(setup.model_path)
     values = setup.space.assemble(config)
@@ -116,7 +119,8 @@ def run_trial(setup: SearchSetup, config: Config, *, save_to: Path | None = None
     objectives = {o.name: o(output) for o in setup.objectives}
     if save_to is not None:
         save_adapter(model, save_to, setup, config)
-    return TrialResult(objectives, outcome.best.metrics, cost, outcome.curves, outcome.best_epoch)
+    timing = {"trial_seconds": time.perf_counter() - started, "eval_seconds": outcome.eval_seconds}
+    return TrialResult(objectives, outcome.best.metrics, cost, outcome.curves, outcome.best_epoch, timing)
 
 
 def save_adapter(model: PeftModel, path: Path, setup: SearchSetup, config: Config) -> None:

@@ -99,6 +99,9 @@ class OptunaOptimizer(Optimizer):
             return self._register(self.space.key(config), config, trial)
 
     def tell(self, config: Config, values: Sequence[float] | None) -> None:
+        y = None if values is None else [float(v) for v in values]
+        if y is not None and len(y) != len(self.directions):
+            raise ValueError(f"got {len(y)} objective values, expected {len(self.directions)}")
         config = self.space.canonical(config)
         key = self.space.key(config)
         with _quiet():
@@ -108,16 +111,9 @@ class OptunaOptimizer(Optimizer):
                 trial = self.study.ask()
                 self._suggest_config(trial)
                 self._asked.add(key)
-            if values is None:
-                self.study.tell(trial, state=TrialState.FAIL)
-                return
-            y = [float(v) for v in values]
-            if len(y) != len(self.directions):
-                self.study.tell(trial, state=TrialState.FAIL)
-                raise ValueError(f"got {len(y)} objective values, expected {len(self.directions)}")
-            if all(math.isfinite(v) for v in y):
+            if y is not None and all(math.isfinite(v) for v in y):
                 self.study.tell(trial, y)
-            else:
+            else:  # None, NaN or inf: a failed trial
                 self.study.tell(trial, state=TrialState.FAIL)
 
     def _register(self, key: tuple, config: Config, trial: Trial) -> Config:

@@ -1,0 +1,106 @@
+"""End to end: the real CLI on the real demo model and data, with Ray Tune and MLflow for real;
+and the Python API with a custom objective that fails once (the search must go on)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+from peft import PeftModel
+from transformers import AutoModelForSequenceClassification
+
+import autopeft
+from autopeft.tasks import demo_model_path
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def runs_of(tracking_uri: str, experiment: str):
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("autopeft.role") == "search"]
+    children = [r for r in runs if r.data.tags.get("autopeft.role") == "trial"]
+    return client, parents, children
+
+
+def test_cli_search_on_the_demo(tmp_path) -> None:
+    out = tmp_path / "runs"
+    config = tmp_path / "search.yaml"
+    config.write_text("task: demo\noptimizer: mobo\noptimizer_options: {n_initial: 2}\n"
+                      "fidelity: {max_train_examples: 96, max_eval_examples: 96, max_length: 48}\n")
+    cmd = [sys.executable, "-m", "autopeft.cli", "search", "--config", str(config), "--trials", "4",
+           "--output-dir", str(out), "--objective", "accuracy", "--objective", "trainable_percent",
+           "--objective", f"{ROOT}/objectives/macro_f1.py:macro_f1"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Pareto front" in proc.stdout and "trial-000" in proc.stdout
+
+    uri = f"sqlite:///{out / 'mlflow.db'}"
+    client, parents, children = runs_of(uri, "autopeft")
+    assert len(parents) == 1 and len(children) == 4
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+    assert {c.data.tags["autopeft.status"] for c in children} <= {"completed", "failed"}
+    completed = [c for c in children if c.data.tags["autopeft.status"] == "completed"]
+    assert completed, [c.data.tags.get("autopeft.error") for c in children]
+    for child in completed:
+        assert {"accuracy", "trainable_percent", "macro_f1", "dev_accuracy"} <= set(child.data.metrics)
+        assert any(k.startswith("layers.") for k in child.data.params)
+    on_front = [c for c in children if c.data.tags["autopeft.pareto"] == "true"]
+    assert on_front and all("test_accuracy" in c.data.metrics for c in on_front)
+    assert len(client.get_metric_history(parent.info.run_id, "hypervolume")) == 4
+
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"pareto_front.csv", "pareto_front.png", "pareto_front.html", "adapters"} <= artifacts
+    local = Path(client.download_artifacts(parent.info.run_id, "", str(tmp_path / "dl")))
+    table = pd.read_csv(local / "pareto_front.csv")
+    assert sorted(table["trial"]) == sorted(c.info.run_name for c in on_front)
+    # Every exported adapter loads with stock PEFT onto a fresh base model.
+    for name in table["trial"]:
+        base = AutoModelForSequenceClassification.from_pretrained(demo_model_path(), num_labels=2)
+        model = PeftModel.from_pretrained(base, str(local / "adapters" / name))
+        assert any("lora_A" in n for n, _ in model.named_parameters())
+
+    front = subprocess.run([sys.executable, "-m", "autopeft.cli", "front", "--output-dir", str(out)],
+                           capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert front.returncode == 0, front.stderr
+    assert f"front of {len(on_front)}" in front.stdout
+    for name in table["trial"]:
+        assert name in front.stdout
+
+
+def test_python_api_with_a_custom_objective_that_fails_once(tiny_model_dir, sentiment_csv, tmp_path) -> None:
+    calls = []
+
+    @autopeft.objective("maximize")
+    def flaky_accuracy(trial: autopeft.TrialOutput) -> float:
+        calls.append(1)  # runs in a Ray worker; the flag file makes the failure happen once
+        flag = tmp_path / "failed-once"
+        if not flag.exists():
+            flag.write_text("x")
+            raise RuntimeError("flaky objective")
+        return trial.metrics["accuracy"]
+
+    result = autopeft.search(
+        task="classification", model=str(tiny_model_dir), train_file=str(sentiment_csv),
+        text_column="review", label_column="verdict", objectives=[flaky_accuracy, "trainable_percent"],
+        optimizer="random", trials=4, concurrency=2, max_train_examples=64, max_length=32,
+        output_dir=str(tmp_path / "runs"), experiment="api", progress=False)
+    statuses = sorted(t.status for t in result.trials)
+    assert statuses == ["completed", "completed", "completed", "failed"]
+    failed = next(t for t in result.trials if t.status == "failed")
+    assert "flaky objective" in failed.error
+    assert result.front and all(t.status == "completed" for t in result.front)
+    assert list(result.table().columns[:3]) == ["trial", "flaky_accuracy", "trainable_percent"]
+
+    _, parents, children = runs_of(result.tracking_uri, "api")
+    errors = [c.data.tags.get("autopeft.error", "") for c in children
+              if c.data.tags["autopeft.status"] == "failed"]
+    assert len(children) == 4 and len(errors) == 1 and "flaky objective" in errors[0]
