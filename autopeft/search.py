@@ -107,9 +107,14 @@ def prepare(config: SearchConfig) -> tuple[SearchSetup, Optimizer]:
                         train_tokens=task.tokenize(train, tokenizer, fid.max_length),
                         dev_tokens=task.tokenize(dev, tokenizer, fid.max_length),
                         layout=layout, space=space, objectives=objectives, fidelity=fid, seed=config.seed)
+    options = dict(config.optimizer_options)
+    if config.optimizer == "mobo":
+        # A third of a small budget goes to random designs (at least two points per objective
+        # plus two), so that a 12-trial search still spends half its trials on the model.
+        options.setdefault("n_initial", max(2 * (len(objectives) + 1), min(10, config.trials // 3)))
     optimizer = make_optimizer(config.optimizer, space, [o.direction for o in objectives], seed=config.seed,
                                reference_point=[config.reference_point.get(o.name) for o in objectives],
-                               **config.optimizer_options)
+                               **options)
     return setup, optimizer
 
 
