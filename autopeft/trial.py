@@ -16,7 +16,6 @@ import datasets
 import torch
 import transformers
 from datasets import Dataset
-from peft import PeftModel, get_peft_model
 from torch.utils.data import DataLoader
 from transformers import AutoTokenizer, DataCollatorWithPadding
 
@@ -85,8 +84,7 @@ def build_model(setup: SearchSetup, config: Config) -> torch.nn.Module:
     transformers.set_seed(setup.seed)
     base = setup.task.load_model(setup.model_path, setup.data)
     values = setup.space.assemble(config)
-    peft_config = get_adapter(setup.space.spec).build(values, setup.layout, setup.task.peft_task_type)
-    return get_peft_model(base, peft_config)
+    return get_adapter(setup.space.spec).apply(base, values, setup.layout, setup.task.peft_task_type)
 
 
 def run_trial(setup: SearchSetup, config: Config, *, save_to: Path | None = None,
@@ -123,22 +121,23 @@ def run_trial(setup: SearchSetup, config: Config, *, save_to: Path | None = None
     return TrialResult(objectives, outcome.best.metrics, cost, outcome.curves, outcome.best_epoch, timing)
 
 
-def save_adapter(model: PeftModel, path: Path, setup: SearchSetup, config: Config) -> None:
-    """PEFT's own format, plus a note of where it came from (PEFT ignores the extra file)."""
-    model.save_pretrained(str(path))
+def save_adapter(model: torch.nn.Module, path: Path, setup: SearchSetup, config: Config) -> None:
+    """The adapter's own format (PEFT's for PEFT methods), plus a note of where it came from
+    (PEFT ignores the extra file)."""
+    get_adapter(setup.space.spec).save(model, path)
     info = {"base_model": setup.model_path, "task": setup.task.name, "config": config,
             "label_names": setup.data.label_names, "space": setup.space.spec.name}
     (path / ADAPTER_INFO).write_text(json.dumps(info, indent=2, default=str))
 
 
 def evaluate_adapter(setup: SearchSetup, adapter_dir: Path, split: Dataset) -> Evaluation:
-    """Load a saved adapter onto a fresh base model (stock PeftModel.from_pretrained) and
-    evaluate it on ``split`` (raw examples, e.g. the test split)."""
+    """Load a saved adapter onto a fresh base model (stock PeftModel.from_pretrained for PEFT
+    methods) and evaluate it on ``split`` (raw examples, e.g. the test split)."""
     quiet_libraries()
     device = pick_device()
     tokenizer = AutoTokenizer.from_pretrained(setup.model_path)
     base = setup.task.load_model(setup.model_path, setup.data)
-    model = PeftModel.from_pretrained(base, str(adapter_dir)).to(device).eval()
+    model = get_adapter(setup.space.spec).load(base, adapter_dir).to(device).eval()
     tokens = setup.task.tokenize(split, tokenizer, setup.fidelity.max_length)
     batches = loader(tokens, tokenizer, 64, False, setup.seed)
     return setup.task.evaluate(model, ({k: v.to(device) for k, v in b.items()} for b in batches))

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from peft import PeftConfig
+import torch
+from peft import PeftConfig, PeftModel, get_peft_model
 
 from autopeft.errors import SpaceError
 from autopeft.models import ModelLayout
@@ -21,7 +23,11 @@ TRAINING_PARAMETERS = {"learning_rate", "weight_decay", "warmup_ratio", "batch_s
 
 
 class AdapterBuilder(ABC):
-    """Turns parameter values into a PEFT config for a given model layout."""
+    """Turns parameter values into an adapted model for a given model layout.
+
+    Builders of PEFT methods implement :meth:`build` only; methods PEFT lacks (bottleneck
+    adapters) override :meth:`apply`, :meth:`save` and :meth:`load` as well.
+    """
 
     #: parameter names (in search-space files) this adapter understands
     parameters: frozenset[str] = frozenset()
@@ -29,6 +35,19 @@ class AdapterBuilder(ABC):
     @abstractmethod
     def build(self, values: dict[str, Any], layout: ModelLayout, task_type: str) -> PeftConfig:
         """The PEFT config for ``values`` (assembled parameters; ``None`` where inactive)."""
+
+    def apply(self, model: torch.nn.Module, values: dict[str, Any], layout: ModelLayout,
+              task_type: str) -> torch.nn.Module:
+        """``model`` with the adapter of ``values``; only the adapter (and head) trainable."""
+        return get_peft_model(model, self.build(values, layout, task_type))
+
+    def save(self, model: torch.nn.Module, path: Path) -> None:
+        """Write the trained adapter to the folder ``path``."""
+        model.save_pretrained(str(path))
+
+    def load(self, base: torch.nn.Module, path: Path) -> torch.nn.Module:
+        """A fresh ``base`` model with the adapter saved at ``path``."""
+        return PeftModel.from_pretrained(base, str(path))
 
     def check_layout(self, spec: SpaceSpec, layout: ModelLayout) -> None:
         """Raise SpaceError when the space asks for something this model lacks."""
