@@ -63,15 +63,21 @@ def _to(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device) for k, v in batch.items()}
 
 
+def planned_steps(batches_per_epoch: int, fidelity: Fidelity) -> int:
+    """Optimizer steps a trial takes: all epochs, capped by ``max_steps``."""
+    total = fidelity.epochs * batches_per_epoch
+    return min(total, fidelity.max_steps) if fidelity.max_steps else total
+
+
 def train(model: torch.nn.Module, task: Task, train_loader: DataLoader, dev_loader: DataLoader,
           hp: Hyperparameters, fidelity: Fidelity, device: torch.device,
-          on_epoch: Callable[[dict[str, float]], None] | None = None) -> TrainOutcome:
-    """Train the trainable parameters of ``model``; keep the epoch with the best dev metric."""
+          on_epoch: Callable[[dict[str, float]], None] | None = None,
+          step_hook: Callable[[int], None] | None = None) -> TrainOutcome:
+    """Train the trainable parameters of ``model``; keep the epoch with the best dev metric.
+    ``step_hook(step)`` runs after every optimizer step, before gradients are cleared."""
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=hp.learning_rate, weight_decay=hp.weight_decay)
-    total = fidelity.epochs * len(train_loader)
-    if fidelity.max_steps:
-        total = min(total, fidelity.max_steps)
+    total = planned_steps(len(train_loader), fidelity)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(hp.warmup_ratio * total), total)
     clock, eval_clock = Stopwatch(), Stopwatch()
     outcome: TrainOutcome | None = None
@@ -90,6 +96,8 @@ def train(model: torch.nn.Module, task: Task, train_loader: DataLoader, dev_load
                 loss.backward()
                 optimizer.step()
                 scheduler.step()
+                if step_hook is not None:
+                    step_hook(step)
                 optimizer.zero_grad(set_to_none=True)
                 losses.append(loss.item())
                 seen += len(next(iter(batch.values())))

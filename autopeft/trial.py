@@ -19,13 +19,13 @@ from datasets import Dataset
 from torch.utils.data import DataLoader
 from transformers import AutoTokenizer, DataCollatorWithPadding
 
-from autopeft.adapters import get_adapter
+from autopeft.adapters import BuildContext, get_adapter
 from autopeft.measure import PeakMemory, count_parameters
 from autopeft.models import ModelLayout
 from autopeft.objectives import Objective, TrialOutput
 from autopeft.space import Config, SearchSpace
 from autopeft.tasks.base import Evaluation, Task, TaskData
-from autopeft.training import Fidelity, Hyperparameters, train
+from autopeft.training import Fidelity, Hyperparameters, planned_steps, train
 
 ADAPTER_INFO = "autopeft.json"
 
@@ -78,13 +78,16 @@ def loader(tokens: Dataset, tokenizer: Any, batch_size: int, shuffle: bool, seed
                       generator=generator, collate_fn=DataCollatorWithPadding(tokenizer))
 
 
-def build_model(setup: SearchSetup, config: Config) -> torch.nn.Module:
-    """The base model with the PEFT adapter of ``config`` (trainable parts only trainable)."""
+def build_model(setup: SearchSetup, config: Config, total_steps: int = 0,
+                train_loader: DataLoader | None = None) -> torch.nn.Module:
+    """The base model with the adapter of ``config`` (trainable parts only trainable)."""
     quiet_libraries()
     transformers.set_seed(setup.seed)
     base = setup.task.load_model(setup.model_path, setup.data)
     values = setup.space.assemble(config)
-    return get_adapter(setup.space.spec).apply(base, values, setup.layout, setup.task.peft_task_type)
+    ctx = BuildContext(setup.layout, setup.task.peft_task_type, total_steps,
+                       calibration=(lambda: train_loader) if train_loader is not None else None)
+    return get_adapter(setup.space.spec).apply(base, values, ctx)
 
 
 def run_trial(setup: SearchSetup, config: Config, *, save_to: Path | None = None,
@@ -96,12 +99,15 @@ def run_trial(setup: SearchSetup, config: Config, *, save_to: Path | None = None
     values = setup.space.assemble(config)
     hp = Hyperparameters.from_values(values)
     batch_size = hp.batch_size or setup.fidelity.batch_size
-    model = build_model(setup, config).to(device)
-    trainable, total = count_parameters(model)
     train_loader = loader(setup.train_tokens, tokenizer, batch_size, True, setup.seed)
     dev_loader = loader(setup.dev_tokens, tokenizer, 64, False, setup.seed)
+    total_steps = planned_steps(len(train_loader), setup.fidelity)
+    model = build_model(setup, config, total_steps, train_loader).to(device)
+    trainable, total = count_parameters(model)
+    hook = get_adapter(setup.space.spec).step_hook(model)
     with PeakMemory(device) as memory:
-        outcome = train(model, setup.task, train_loader, dev_loader, hp, setup.fidelity, device, on_epoch)
+        outcome = train(model, setup.task, train_loader, dev_loader, hp, setup.fidelity, device, on_epoch,
+                        step_hook=hook)
     cost = {
         "trainable_params": float(trainable),
         # The share of the base model (head included), as AutoPEFT reports it.

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from peft import LoraConfig, get_peft_model
+from peft import LoraConfig
 from transformers import BertConfig, BertForSequenceClassification
 
-from autopeft.adapters import get_adapter
+from autopeft.adapters import BuildContext, get_adapter
 from autopeft.models import model_layout
 from autopeft.space import load_space
 
@@ -46,7 +46,7 @@ def test_config_maps_to_lora_config_fields() -> None:
     spec = load_space("lora")
     values = {"layers": [True, False, True, False], "rank": [2, None, 16, None],
               "target_modules": ["attn_q", "attn_v"], "alpha_multiplier": 2.0}
-    config = get_adapter(spec).build(values, layout, "SEQ_CLS")
+    config = get_adapter(spec).build(values, BuildContext(layout, "SEQ_CLS"))
     assert isinstance(config, LoraConfig)
     assert config.layers_to_transform == [0, 2]
     assert sorted(config.rank_pattern.values()) == [2, 16]
@@ -64,7 +64,7 @@ def test_built_model_has_exactly_the_sampled_lora_parameters() -> None:
         values = space.assemble(space.sample(rng))
         model = tiny_bert()
         layout = model_layout(model)
-        peft_model = get_peft_model(model, builder.build(values, layout, "SEQ_CLS"))
+        peft_model = builder.apply(model, values, BuildContext(layout, "SEQ_CLS"))
         trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
         assert trainable == expected_lora_params(values) + head, values
         # nothing outside the kept layers carries LoRA

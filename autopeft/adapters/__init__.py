@@ -1,6 +1,7 @@
 """Adapter builders, registered by the name a search-space file gives as ``adapter``."""
 
-from autopeft.adapters.base import TRAINING_PARAMETERS, AdapterBuilder, get_adapter, register_adapter
+from autopeft.adapters.base import (TRAINING_PARAMETERS, AdapterBuilder, BuildContext, get_adapter,
+                                    register_adapter)
 from autopeft.adapters import lora as _lora  # noqa: F401,E402  (registers "lora")
 
-__all__ = ["TRAINING_PARAMETERS", "AdapterBuilder", "get_adapter", "register_adapter"]
+__all__ = ["TRAINING_PARAMETERS", "AdapterBuilder", "BuildContext", "get_adapter", "register_adapter"]

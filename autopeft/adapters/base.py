@@ -7,7 +7,8 @@ which parameters it reads, so an unknown parameter is caught before any trial ru
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,18 @@ from autopeft.space import SpaceSpec
 TRAINING_PARAMETERS = {"learning_rate", "weight_decay", "warmup_ratio", "batch_size"}
 
 
+@dataclass
+class BuildContext:
+    """What a builder may need besides the configuration's values."""
+
+    layout: ModelLayout
+    task_type: str  # PEFT's task type, e.g. "SEQ_CLS"
+    #: optimizer steps the trial will take (schedules such as AdaLoRA's need it)
+    total_steps: int = 0
+    #: training batches, for data-driven initialisations (EVA); called at most once
+    calibration: Callable[[], Iterable[dict]] | None = None
+
+
 class AdapterBuilder(ABC):
     """Turns parameter values into an adapted model for a given model layout.
 
@@ -33,13 +46,17 @@ class AdapterBuilder(ABC):
     parameters: frozenset[str] = frozenset()
 
     @abstractmethod
-    def build(self, values: dict[str, Any], layout: ModelLayout, task_type: str) -> PeftConfig:
-        """The PEFT config for ``values`` (assembled parameters; ``None`` where inactive)."""
+    def build(self, values: dict[str, Any], ctx: BuildContext) -> PeftConfig | None:
+        """The PEFT config for ``values`` (assembled parameters; ``None`` where inactive), or
+        ``None`` for a configuration without a PEFT part."""
 
-    def apply(self, model: torch.nn.Module, values: dict[str, Any], layout: ModelLayout,
-              task_type: str) -> torch.nn.Module:
+    def apply(self, model: torch.nn.Module, values: dict[str, Any], ctx: BuildContext) -> torch.nn.Module:
         """``model`` with the adapter of ``values``; only the adapter (and head) trainable."""
-        return get_peft_model(model, self.build(values, layout, task_type))
+        return get_peft_model(model, self.build(values, ctx))
+
+    def step_hook(self, model: torch.nn.Module) -> Callable[[int], None] | None:
+        """Called with the global step after every optimizer step (AdaLoRA's rank budget)."""
+        return None
 
     def save(self, model: torch.nn.Module, path: Path) -> None:
         """Write the trained adapter to the folder ``path``."""

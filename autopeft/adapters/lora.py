@@ -6,7 +6,7 @@ from typing import Any
 
 from peft import LoraConfig
 
-from autopeft.adapters.base import AdapterBuilder, register_adapter
+from autopeft.adapters.base import AdapterBuilder, BuildContext, register_adapter
 from autopeft.errors import SpaceError
 from autopeft.models import ModelLayout
 from autopeft.space import SpaceSpec, Subset
@@ -31,7 +31,8 @@ class LoraBuilder(AdapterBuilder):
                                  f"{sorted(layout.roles)}", source=spec.source,
                                  key="parameters.target_modules", line=param.line)
 
-    def build(self, values: dict[str, Any], layout: ModelLayout, task_type: str) -> LoraConfig:
+    def build(self, values: dict[str, Any], ctx: BuildContext) -> LoraConfig:
+        layout = ctx.layout
         kept = _per_layer(values.get("layers"), layout.num_layers, True)
         layers = [i for i, keep in enumerate(kept) if keep]
         ranks = _per_layer(values.get("rank"), layout.num_layers, DEFAULT_RANK)
@@ -49,7 +50,7 @@ class LoraBuilder(AdapterBuilder):
                 targets.append(layout.roles[role])
         top = max(ranks[i] for i in layers)
         return LoraConfig(
-            task_type=task_type,
+            task_type=ctx.task_type,
             r=top,
             lora_alpha=multiplier * top,
             lora_dropout=float(values.get("dropout") or 0.0),
