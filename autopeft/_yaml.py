@@ -22,8 +22,20 @@ class LineDict(dict):
         return self.lines.get(key, self.line)
 
 
+class LineList(list):
+    """A list that also holds the 1-based source line of each item."""
+
+    lines: list[int]
+
+
 class _LineLoader(yaml.SafeLoader):
     pass
+
+
+def _construct_sequence(loader: _LineLoader, node: yaml.SequenceNode) -> LineList:
+    items = LineList(loader.construct_object(child, deep=True) for child in node.value)
+    items.lines = [child.start_mark.line + 1 for child in node.value]
+    return items
 
 
 def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> LineDict:
@@ -40,6 +52,7 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> LineDict:
 
 
 _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
 # PyYAML reads "1e-4" as a string (YAML 1.1 wants "1.0e-4"); users write floats the short way.
 _LineLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",

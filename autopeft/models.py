@@ -8,7 +8,7 @@ the model's own module names.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -28,6 +28,10 @@ ROLE_PATHS: dict[str, tuple[str, ...]] = {
 }
 
 
+#: attribute names of task heads; PEFT trains these alongside any adapter (modules_to_save)
+HEAD_NAMES = ("classifier", "score")
+
+
 @dataclass(frozen=True)
 class ModelLayout:
     """Where a model's transformer layers are and what each role is called inside one."""
@@ -38,6 +42,9 @@ class ModelLayout:
     linear_paths: tuple[str, ...]     # every nn.Linear path inside a layer
     hidden_size: int
     num_parameters: int               # base model parameters, task head included
+    #: (in_features, out_features) of every linear path inside a layer
+    linear_shapes: dict[str, tuple[int, int]] = field(default_factory=dict)
+    head_parameters: int = 0          # the task head's parameters (trained with any adapter)
 
     def module_name(self, layer: int, role: str) -> str:
         return f"{self.layers_path}.{layer}.{self.roles[role]}"
@@ -81,7 +88,9 @@ def find_layers(model: torch.nn.Module) -> tuple[str, torch.nn.ModuleList]:
 def model_layout(model: torch.nn.Module) -> ModelLayout:
     """The layout of ``model`` (the task model, so paths match what PEFT sees)."""
     layers_path, layers = find_layers(model)
-    linear = tuple(n for n, m in layers[0].named_modules() if isinstance(m, torch.nn.Linear))
+    shapes = {n: (m.in_features, m.out_features) for n, m in layers[0].named_modules()
+              if isinstance(m, torch.nn.Linear)}
+    linear = tuple(shapes)
     roles = {}
     for role, candidates in ROLE_PATHS.items():
         for path in candidates:
@@ -90,5 +99,7 @@ def model_layout(model: torch.nn.Module) -> ModelLayout:
                 break
     config = getattr(model, "config", None)
     hidden = getattr(config, "hidden_size", None) or getattr(config, "d_model", 0)
+    head = sum(p.numel() for name in HEAD_NAMES if hasattr(model, name)
+               for p in getattr(model, name).parameters())
     return ModelLayout(layers_path, len(layers), roles, linear, int(hidden),
-                       sum(p.numel() for p in model.parameters()))
+                       sum(p.numel() for p in model.parameters()), shapes, head)

@@ -13,10 +13,10 @@ import numpy as np
 import pandas as pd
 from transformers import AutoTokenizer
 
-from autopeft.adapters import get_adapter
+from autopeft.adapters import AdapterBuilder, get_adapter
 from autopeft.config import DataConfig, SearchConfig
 from autopeft.errors import ConfigError, ModelError, ObjectiveError
-from autopeft.models import check_model_reference, model_layout
+from autopeft.models import ModelLayout, check_model_reference, model_layout
 from autopeft.objectives import Objective, resolve_objectives
 from autopeft.optimizers import Optimizer, make_optimizer
 from autopeft.progress import ProgressLine
@@ -26,6 +26,7 @@ from autopeft.report import format_front, plot_front_html, plot_front_png, plot_
 from autopeft.runner import OBJECTIVE_PREFIX, run_trials
 from autopeft.measure import Stopwatch
 from autopeft.space import Config, load_space
+from autopeft.space.space import Derive
 from autopeft.tasks import DataSource, demo_model_path, load_demo_data, make_task
 from autopeft.tracking import SearchTracker
 from autopeft.training import Fidelity
@@ -95,7 +96,7 @@ def prepare(config: SearchConfig) -> tuple[SearchSetup, Optimizer]:
     except (OSError, ValueError) as err:
         raise ModelError(f"cannot load: {str(err).splitlines()[0]}", source=model_path, key="model") from None
     builder.check_layout(spec, layout)
-    space = spec.bind(layout.num_layers, fixed=config.fixed)
+    space = spec.bind(layout.num_layers, fixed=config.fixed, derive=_deriver(builder, layout))
 
     fid = config.fidelity
     train = data.train.shuffle(seed=config.seed)
@@ -116,6 +117,20 @@ def prepare(config: SearchConfig) -> tuple[SearchSetup, Optimizer]:
                                reference_point=[config.reference_point.get(o.name) for o in objectives],
                                **options)
     return setup, optimizer
+
+
+def _deriver(builder: AdapterBuilder, layout: ModelLayout) -> Derive | None:
+    """Trainable-parameter figures for constraints, where the builder counts without building."""
+    if type(builder).count_parameters is AdapterBuilder.count_parameters:
+        return None
+
+    def derive(values: dict[str, Any]) -> dict[str, float]:
+        count = builder.count_parameters(values, layout)
+        if count is None:  # unknown for this configuration: constraints on it cannot hold
+            return {}
+        return {"trainable_params": count, "trainable_percent": 100.0 * count / layout.num_parameters}
+
+    return derive
 
 
 class _Monitor:

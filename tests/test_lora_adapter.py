@@ -67,6 +67,7 @@ def test_built_model_has_exactly_the_sampled_lora_parameters() -> None:
         peft_model = builder.apply(model, values, BuildContext(layout, "SEQ_CLS"))
         trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
         assert trainable == expected_lora_params(values) + head, values
+        assert builder.count_parameters(values, layout) == trainable
         # nothing outside the kept layers carries LoRA
         kept = {i for i, k in enumerate(values["layers"]) if k}
         for name, _ in peft_model.named_parameters():

@@ -119,3 +119,61 @@ def test_unknown_adapter_and_parameter_are_errors_with_lines(tmp_path) -> None:
 def test_unknown_preset_lists_the_presets() -> None:
     with pytest.raises(SpaceError, match="unknown search space 'nope'.*lora"):
         load_space("nope")
+
+
+CONSTRAINED = """adapter: lora
+parameters:
+  layers:
+    type: per_layer
+    element: {type: bool}
+  rank:
+    type: per_layer
+    element: {type: choice, values: [2, 4, 8]}
+    when: {layers: true}
+  alpha_multiplier: {type: choice, values: [1, 2]}
+constraints:
+  - "sum(layers) >= 2"
+  - "max(r for r in rank if r) <= 4 or alpha_multiplier == 1"
+"""
+
+
+def test_expression_constraints_hold_for_every_sample_and_neighbour(tmp_path) -> None:
+    space = load_space(write(tmp_path, CONSTRAINED)).bind(4)
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        config = space.sample(rng)
+        values = space.assemble(config)
+        assert sum(values["layers"]) >= 2
+        assert max(r for r in values["rank"] if r) <= 4 or values["alpha_multiplier"] == 1
+        assert all(space.is_valid(n) for n in space.neighbours(config, rng))
+
+
+@pytest.mark.parametrize("constraint, message", [
+    ("sum(layerz) >= 1", "names 'layerz', which is neither a parameter"),
+    ("__import__('os')", "calls something other than"),
+    ("alpha_multiplier.real > 1", "uses Attribute"),
+    ("sum(layers) >=", "cannot parse"),
+])
+def test_bad_constraints_name_their_line(tmp_path, constraint, message) -> None:
+    text = CONSTRAINED.replace('"sum(layers) >= 2"', f'"{constraint}"')
+    with pytest.raises(SpaceError, match=message) as info:
+        load_space(write(tmp_path, text))
+    assert info.value.line == 12
+
+
+def test_unsatisfiable_constraint_is_caught_before_any_trial(tmp_path) -> None:
+    text = CONSTRAINED.replace('"sum(layers) >= 2"', '"sum(layers) >= 5"')
+    with pytest.raises(SpaceError, match="no configuration .* meets the constraint 'sum") as info:
+        load_space(write(tmp_path, text)).bind(4)
+    assert info.value.line == 12
+
+
+def test_derived_quantities_need_an_adapter_that_counts(tmp_path) -> None:
+    text = CONSTRAINED.replace('"sum(layers) >= 2"', '"trainable_percent <= 0.1"')
+    with pytest.raises(SpaceError, match="cannot compute before training"):
+        load_space(write(tmp_path, text)).bind(4)
+    space = load_space(write(tmp_path, text)).bind(
+        4, derive=lambda v: {"trainable_percent": 0.01 * sum(r or 0 for r in v["rank"])})
+    for _ in range(20):
+        values = space.assemble(space.sample(np.random.default_rng(_)))
+        assert 0.01 * sum(r or 0 for r in values["rank"]) <= 0.1

@@ -54,6 +54,11 @@ class AdapterBuilder(ABC):
         """``model`` with the adapter of ``values``; only the adapter (and head) trainable."""
         return get_peft_model(model, self.build(values, ctx))
 
+    def count_parameters(self, values: dict[str, Any], layout: ModelLayout) -> int | None:
+        """The exact trainable-parameter count of ``values`` without building the model (the
+        head included), or ``None`` where the builder cannot tell; constraints use it."""
+        return None
+
     def step_hook(self, model: torch.nn.Module) -> Callable[[int], None] | None:
         """Called with the global step after every optimizer step (AdaLoRA's rank budget)."""
         return None
@@ -65,6 +70,9 @@ class AdapterBuilder(ABC):
     def load(self, base: torch.nn.Module, path: Path) -> torch.nn.Module:
         """A fresh ``base`` model with the adapter saved at ``path``."""
         return PeftModel.from_pretrained(base, str(path))
+
+    def check_space(self, spec: SpaceSpec) -> None:
+        """Raise SpaceError when the space combines parameters in a way this adapter rejects."""
 
     def check_layout(self, spec: SpaceSpec, layout: ModelLayout) -> None:
         """Raise SpaceError when the space asks for something this model lacks."""
@@ -95,4 +103,5 @@ def get_adapter(spec: SpaceSpec) -> AdapterBuilder:
             raise SpaceError(f"'{spec.adapter}' takes no parameter '{name}'; allowed are "
                              f"{sorted(allowed)}", source=spec.source, key=f"parameters.{name}",
                              line=spec.line_of(name))
+    builder.check_space(spec)
     return builder

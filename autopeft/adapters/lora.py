@@ -7,64 +7,47 @@ from typing import Any
 from peft import LoraConfig
 
 from autopeft.adapters.base import AdapterBuilder, BuildContext, register_adapter
-from autopeft.errors import SpaceError
+from autopeft.adapters.placement import Placement, check_roles
 from autopeft.models import ModelLayout
-from autopeft.space import SpaceSpec, Subset
+from autopeft.space import SpaceSpec
 
-DEFAULT_RANK = 8
-DEFAULT_TARGETS = ("attn_q", "attn_v")
+
+def lora_config(values: dict[str, Any], ctx: BuildContext, **options: Any) -> LoraConfig:
+    """``layers`` -> layers_to_transform, ``rank`` -> rank_pattern, ``alpha_multiplier`` x rank
+    -> alpha_pattern, ``target_modules`` (roles) -> the model's module names; ``options`` go
+    to LoraConfig as they are (use_dora, use_rslora, init_lora_weights, ...)."""
+    place = Placement.of(values, ctx.layout)
+    return LoraConfig(
+        task_type=ctx.task_type,
+        r=place.top_rank,
+        lora_alpha=place.multiplier * place.top_rank,
+        lora_dropout=float(values.get("dropout") or 0.0),
+        target_modules=place.targets(),
+        layers_to_transform=place.layers,
+        layers_pattern=place.layers_pattern,
+        rank_pattern=place.rank_pattern(),
+        alpha_pattern=place.alpha_pattern(),
+        **options,
+    )
+
+
+def lora_parameter_count(values: dict[str, Any], layout: ModelLayout) -> int:
+    """r x (in + out) for every targeted linear of every kept layer, plus the head."""
+    place = Placement.of(values, layout)
+    return sum(r * place.per_rank_size() for r in place.ranks.values()) + layout.head_parameters
 
 
 @register_adapter("lora")
 class LoraBuilder(AdapterBuilder):
-    """``layers`` -> layers_to_transform, ``rank`` -> rank_pattern, ``alpha_multiplier`` x rank
-    -> alpha_pattern, ``target_modules`` (roles) -> the model's module names."""
+    """Plain LoRA; the PEFT family space (``adapter: peft``) adds its variants."""
 
     parameters = frozenset({"layers", "rank", "target_modules", "alpha_multiplier", "dropout"})
 
     def check_layout(self, spec: SpaceSpec, layout: ModelLayout) -> None:
-        param = spec.parameters.get("target_modules")
-        if isinstance(param, Subset):
-            missing = [r for r in param.values if r not in layout.roles]
-            if missing:
-                raise SpaceError(f"the model has no module for role(s) {missing}; it has "
-                                 f"{sorted(layout.roles)}", source=spec.source,
-                                 key="parameters.target_modules", line=param.line)
+        check_roles(spec, layout)
+
+    def count_parameters(self, values: dict[str, Any], layout: ModelLayout) -> int:
+        return lora_parameter_count(values, layout)
 
     def build(self, values: dict[str, Any], ctx: BuildContext) -> LoraConfig:
-        layout = ctx.layout
-        kept = _per_layer(values.get("layers"), layout.num_layers, True)
-        layers = [i for i, keep in enumerate(kept) if keep]
-        ranks = _per_layer(values.get("rank"), layout.num_layers, DEFAULT_RANK)
-        multiplier = float(values.get("alpha_multiplier") or 1.0)
-        roles = values.get("target_modules") or list(DEFAULT_TARGETS)
-        if isinstance(roles, str):
-            roles = [roles]
-        targets: list[str] = []
-        for role in roles:
-            if layout.is_ambiguous(role):
-                # PEFT matches list entries as name suffixes; an ambiguous suffix would also hit
-                # another role, so this role is named module by module in the kept layers.
-                targets.extend(layout.module_name(i, role) for i in layers)
-            else:
-                targets.append(layout.roles[role])
-        top = max(ranks[i] for i in layers)
-        return LoraConfig(
-            task_type=ctx.task_type,
-            r=top,
-            lora_alpha=multiplier * top,
-            lora_dropout=float(values.get("dropout") or 0.0),
-            target_modules=targets,
-            layers_to_transform=layers,
-            layers_pattern=layout.layers_path.rsplit(".", 1)[-1],
-            rank_pattern={layout.layer_regex(i): int(ranks[i]) for i in layers},
-            alpha_pattern={layout.layer_regex(i): multiplier * ranks[i] for i in layers},
-        )
-
-
-def _per_layer(value: Any, num_layers: int, default: Any) -> list:
-    if value is None:
-        return [default] * num_layers
-    if isinstance(value, list):
-        return [default if v is None else v for v in value]
-    return [value] * num_layers
+        return lora_config(values, ctx)

@@ -20,13 +20,12 @@ Value = bool | int | float | str
 
 @dataclass(frozen=True)
 class Condition:
-    """Active only when dimension ``dimension`` takes one of ``values``."""
+    """Active only when every clause holds: dimension ``name`` takes one of ``values``."""
 
-    dimension: str
-    values: tuple[Value, ...]
+    clauses: tuple[tuple[str, tuple[Value, ...]], ...]
 
     def holds(self, config: dict[str, Value]) -> bool:
-        return self.dimension in config and config[self.dimension] in self.values
+        return all(name in config and config[name] in values for name, values in self.clauses)
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,8 @@ class AtLeast:
     parameter: str
 
     def holds(self, config: dict[str, Value]) -> bool:
+        if not any(d in config for d in self.dimensions):
+            return True  # the parameter is inactive (its condition does not hold)
         return sum(bool(config.get(d, False)) for d in self.dimensions) >= self.count
 
     def describe(self) -> str:
@@ -34,7 +36,8 @@ class Parameter(ABC):
     """One entry under ``parameters:`` in a search-space file."""
 
     name: str
-    when: tuple[str, tuple[Value, ...]] | None = field(default=None, kw_only=True)
+    #: (parameter, allowed values) clauses that must all hold for this parameter to be active
+    when: tuple[tuple[str, tuple[Value, ...]], ...] = field(default=(), kw_only=True)
     line: int | None = field(default=None, kw_only=True)
 
     @abstractmethod
@@ -54,17 +57,22 @@ class Parameter(ABC):
         """A user-given (fixed) value as dimension values; ValueError when it does not fit."""
 
     def _condition(self, others: dict[str, Parameter], layer: int | None) -> Condition | None:
-        if self.when is None:
-            return None
-        ref, values = self.when
-        if isinstance(others[ref], PerLayer):
-            if layer is None:
-                raise ValueError(f"'when' names per-layer parameter '{ref}', which only a "
-                                 f"per-layer parameter can depend on")
-            return Condition(f"{ref}.{layer}", values)
-        if not isinstance(others[ref], Scalar):
-            raise ValueError(f"'when' must name a scalar or per-layer parameter, not '{ref}'")
-        return Condition(ref, values)
+        clauses = []
+        for ref, values in self.when:
+            if isinstance(others[ref], PerLayer):
+                if layer is None:
+                    raise ValueError(f"'when' names per-layer parameter '{ref}', which only a "
+                                     f"per-layer parameter can depend on")
+                clauses.append((f"{ref}.{layer}", values))
+            elif isinstance(others[ref], Scalar):
+                clauses.append((ref, values))
+            else:
+                raise ValueError(f"'when' must name scalar or per-layer parameters, not '{ref}'")
+        return Condition(tuple(clauses)) if clauses else None
+
+    def active_for(self, parameter: str, value: Value) -> bool:
+        """Whether this parameter can be active while scalar ``parameter`` equals ``value``."""
+        return all(value in values for ref, values in self.when if ref == parameter)
 
 
 @dataclass(frozen=True)

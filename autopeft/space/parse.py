@@ -7,13 +7,14 @@ from typing import Any
 
 from autopeft._yaml import LineDict, load_yaml
 from autopeft.errors import SpaceError
+from autopeft.space.constraints import compile_expression
 from autopeft.space.dimensions import Bool, Choice, Dimension, Float, Int
 from autopeft.space.parameters import Parameter, PerLayer, Scalar, Subset
 from autopeft.space.space import SpaceSpec
 
 PRESET_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
 
-_TOP_KEYS = {"name", "description", "adapter", "parameters"}
+_TOP_KEYS = {"name", "description", "adapter", "parameters", "constraints"}
 _PARAM_KEYS = {
     "bool": {"type", "description", "when"},
     "choice": {"type", "description", "when", "values", "encoding"},
@@ -68,9 +69,15 @@ def parse_space(data: LineDict, source: str | None = None, default_name: str = "
     for name, body in params_data.items():
         line = params_data.line_of(name)
         parameters[name] = _parse_parameter(str(name), body, line, parameters, fail)
+    constraints = data.get("constraints", [])
+    if not isinstance(constraints, list):
+        raise fail("expected a list of expressions", "constraints", data.line_of("constraints"))
+    lines = getattr(constraints, "lines", [data.line_of("constraints")] * len(constraints))
+    expressions = tuple(compile_expression(text, set(parameters), source, line)
+                        for text, line in zip(constraints, lines, strict=True))
     return SpaceSpec(adapter=str(data["adapter"]), parameters=parameters,
                      name=str(data.get("name", default_name)), source=source,
-                     description=str(data.get("description", "")))
+                     description=str(data.get("description", "")), constraints=expressions)
 
 
 def _parse_parameter(name: str, body: Any, line: int | None, earlier: dict[str, Parameter],
@@ -138,17 +145,18 @@ def _parse_dimension(kind: str, body: dict) -> Dimension:
     return Float("", low=float(low), high=float(high), log=log)
 
 
-def _parse_when(name: str, body: dict, earlier: dict[str, Parameter], fail) -> tuple | None:
+def _parse_when(name: str, body: dict, earlier: dict[str, Parameter], fail) -> tuple:
+    """``when: {a: x, b: [y, z]}``: active while a == x and b is y or z."""
     when = body.get("when")
     if when is None:
-        return None
+        return ()
     line = body.line_of("when")
-    if not isinstance(when, dict) or len(when) != 1:
-        raise fail("'when' must map exactly one earlier parameter to its value(s)",
-                   f"parameters.{name}.when", line)
-    (ref, values), = when.items()
-    if ref not in earlier:
-        raise fail(f"'when' names '{ref}', which is not a parameter defined above it",
-                   f"parameters.{name}.when", line)
-    values = tuple(values) if isinstance(values, list) else (values,)
-    return ref, values
+    if not isinstance(when, dict) or not when:
+        raise fail("'when' must map earlier parameters to their value(s)", f"parameters.{name}.when", line)
+    clauses = []
+    for ref, values in when.items():
+        if ref not in earlier:
+            raise fail(f"'when' names '{ref}', which is not a parameter defined above it",
+                       f"parameters.{name}.when", line)
+        clauses.append((ref, tuple(values) if isinstance(values, list) else (values,)))
+    return tuple(clauses)

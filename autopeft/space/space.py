@@ -7,16 +7,21 @@ is what the optimizers see, what deduplication compares and what MLflow logs as 
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from autopeft.errors import SpaceError
+from autopeft.space.constraints import Expression
 from autopeft.space.dimensions import Dimension, Value
 from autopeft.space.parameters import AtLeast, Parameter
 
 Config = dict[str, Value]
+#: parameter values -> derived quantities (``trainable_params``, ``trainable_percent``)
+Derive = Callable[[dict[str, Any]], dict[str, float]]
 
 _MAX_REJECTIONS = 10_000
 
@@ -30,13 +35,22 @@ class SpaceSpec:
     name: str = "custom"
     source: str | None = None
     description: str = ""
+    constraints: tuple[Expression, ...] = ()
 
     def line_of(self, parameter: str) -> int | None:
         param = self.parameters.get(parameter)
         return param.line if param else None
 
-    def bind(self, num_layers: int, fixed: dict[str, Any] | None = None) -> SearchSpace:
-        """The space for a model with ``num_layers`` layers, with ``fixed`` parameters pinned."""
+    def bind(self, num_layers: int, fixed: dict[str, Any] | None = None,
+             derive: Derive | None = None) -> SearchSpace:
+        """The space for a model with ``num_layers`` layers, with ``fixed`` parameters pinned;
+        ``derive`` gives the derived quantities that constraints may use."""
+        for expression in self.constraints:
+            if expression.uses_derived and derive is None:
+                raise SpaceError(f"constraint {expression.describe()} uses "
+                                 f"{sorted(expression.names & {'trainable_params', 'trainable_percent'})}, "
+                                 f"which adapter '{self.adapter}' cannot compute before training",
+                                 source=self.source, key="constraints", line=expression.line)
         fixed_dims: Config = {}
         for name, value in (fixed or {}).items():
             if name not in self.parameters:
@@ -54,7 +68,7 @@ class SpaceSpec:
             except ValueError as err:
                 raise SpaceError(str(err), source=self.source, key=param.name, line=param.line) from None
             constraints.extend(param.constraints(num_layers))
-        space = SearchSpace(self, num_layers, dims, constraints, fixed_dims)
+        space = SearchSpace(self, num_layers, dims, constraints, fixed_dims, derive)
         space.sample(np.random.default_rng(0))  # fails early when no configuration is valid
         return space
 
@@ -68,6 +82,7 @@ class SearchSpace:
     all_dimensions: list[Dimension]
     constraints: list[AtLeast]
     fixed: Config = field(default_factory=dict)
+    derive: Derive | None = None
 
     def __post_init__(self) -> None:
         self.dimensions = [d for d in self.all_dimensions if d.name not in self.fixed]
@@ -101,12 +116,18 @@ class SearchSpace:
                     dim.check(config[dim.name])
                 except ValueError:
                     return False
-        return all(c.holds(full) for c in self.constraints)
+        return not self.violated(config)
 
     def violated(self, config: Config) -> list[str]:
-        """Descriptions of the constraints ``config`` breaks."""
+        """Descriptions of the constraints ``config`` breaks (stops at the first expression)."""
         full = self._full(config)
-        return [c.describe() for c in self.constraints if not c.holds(full)]
+        broken = [c.describe() for c in self.constraints if not c.holds(full)]
+        if broken or not self.spec.constraints:
+            return broken
+        scope = self.assemble(config)
+        if self.derive is not None and any(e.uses_derived for e in self.spec.constraints):
+            scope.update(self.derive(scope))
+        return [e.describe() for e in self.spec.constraints if not e.holds(scope)][:1]
 
     def _fill(self, config: Config, rng: np.random.Generator) -> Config:
         """Complete a partial configuration: sample missing active dimensions, drop inactive ones."""
@@ -119,13 +140,17 @@ class SearchSpace:
 
     def sample(self, rng: np.random.Generator) -> Config:
         """A configuration drawn uniformly among those that satisfy the constraints."""
+        broken: Counter[str] = Counter()
         for _ in range(_MAX_REJECTIONS):
             config = self._fill({}, rng)
-            if all(c.holds(self._full(config)) for c in self.constraints):
+            violated = self.violated(config)
+            if not violated:
                 return config
-        raise SpaceError(f"no valid configuration found in {_MAX_REJECTIONS} samples; the "
-                         f"constraints ({'; '.join(c.describe() for c in self.constraints)}) "
-                         f"cannot be met", source=self.spec.source)
+            broken.update(violated)
+        worst = broken.most_common(1)[0][0]
+        line = next((e.line for e in self.spec.constraints if e.describe() == worst), None)
+        raise SpaceError(f"no configuration in {_MAX_REJECTIONS} samples meets the constraint "
+                         f"{worst}; can any?", source=self.spec.source, key="constraints", line=line)
 
     def neighbours(self, config: Config, rng: np.random.Generator) -> list[Config]:
         """Valid configurations that differ from ``config`` in one active dimension."""
@@ -135,7 +160,7 @@ class SearchSpace:
                 continue
             for value in dim.neighbours(config[dim.name], rng):
                 candidate = self._fill({**config, dim.name: value}, rng)
-                if all(c.holds(self._full(candidate)) for c in self.constraints):
+                if not self.violated(candidate):
                     out.append(candidate)
         return out
 
