@@ -45,6 +45,7 @@ class ModelLayout:
     #: (in_features, out_features) of every linear path inside a layer
     linear_shapes: dict[str, tuple[int, int]] = field(default_factory=dict)
     head_parameters: int = 0          # the task head's parameters (trained with any adapter)
+    prefix_width: int = 0             # width of one layer's key (or value) prefix, as PEFT sizes it
 
     def module_name(self, layer: int, role: str) -> str:
         return f"{self.layers_path}.{layer}.{self.roles[role]}"
@@ -66,6 +67,17 @@ def check_model_reference(model: str) -> None:
     if looks_local and not (Path(model).expanduser() / "config.json").is_file():
         where = "does not exist" if not Path(model).expanduser().exists() else "has no config.json"
         raise ModelError(f"model folder {where}", source=model, key="model")
+
+
+def key_value_width(model_config: object) -> int:
+    """Width of one layer's key (or value) projection output: the hidden size, or
+    ``head_dim x num_key_value_heads`` for models with grouped-query attention."""
+    hidden = getattr(model_config, "hidden_size", None) or getattr(model_config, "d_model")
+    kv_heads = getattr(model_config, "num_key_value_heads", None)
+    if kv_heads is None:
+        return int(hidden)
+    head_dim = getattr(model_config, "head_dim", None) or hidden // model_config.num_attention_heads
+    return int(head_dim * kv_heads)
 
 
 def find_layers(model: torch.nn.Module) -> tuple[str, torch.nn.ModuleList]:
@@ -102,4 +114,5 @@ def model_layout(model: torch.nn.Module) -> ModelLayout:
     head = sum(p.numel() for name in HEAD_NAMES if hasattr(model, name)
                for p in getattr(model, name).parameters())
     return ModelLayout(layers_path, len(layers), roles, linear, int(hidden),
-                       sum(p.numel() for p in model.parameters()), shapes, head)
+                       sum(p.numel() for p in model.parameters()), shapes, head,
+                       key_value_width(config) if config is not None else int(hidden))

@@ -4,5 +4,6 @@ from autopeft.adapters.base import (TRAINING_PARAMETERS, AdapterBuilder, BuildCo
                                     register_adapter)
 from autopeft.adapters import lora as _lora  # noqa: F401,E402  (registers "lora")
 from autopeft.adapters import peft_family as _peft_family  # noqa: F401,E402  (registers "peft")
+from autopeft.adapters import sapa as _sapa  # noqa: F401,E402  (registers "sapa")
 
 __all__ = ["TRAINING_PARAMETERS", "AdapterBuilder", "BuildContext", "get_adapter", "register_adapter"]

@@ -74,7 +74,7 @@ def _vera_count(values: dict[str, Any], layout: ModelLayout) -> int:
 
 def _prefix_count(values: dict[str, Any], layout: ModelLayout) -> int:
     # A key and a value vector per virtual token and layer (no reparametrisation MLP).
-    return int(values["num_virtual_tokens"]) * layout.num_layers * 2 * layout.hidden_size
+    return int(values["num_virtual_tokens"]) * layout.num_layers * 2 * layout.prefix_width
 
 
 def _prompt_count(values: dict[str, Any], layout: ModelLayout) -> int:
