@@ -209,9 +209,10 @@ class PeftFamilyBuilder(AdapterBuilder):
         if method == "eva":
             if ctx.calibration is None:
                 raise SpaceError("EVA initialisation needs training batches")
-            # EVA's input hooks want plain dicts; collators give BatchEncoding.
-            initialize_lora_eva_weights(peft_model, [dict(b) for b in ctx.calibration()],
-                                        show_progress_bar=False)
+            # EVA wants plain dicts (collators give BatchEncoding) and, for sequence labels,
+            # no "labels": it would mask tokens with them as if they were per-token labels.
+            batches = [{k: v for k, v in b.items() if k != "labels"} for b in ctx.calibration()]
+            initialize_lora_eva_weights(peft_model, batches, show_progress_bar=False)
         if method in ("pissa", "olora"):
             # These initialisations change the base weights; keep the initial factors to
             # convert the adapter to plain LoRA at save time.

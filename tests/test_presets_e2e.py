@@ -1,0 +1,30 @@
+"""Every shipped search space runs a whole search on the demo model and data, tiny budget."""
+
+from __future__ import annotations
+
+import pytest
+import ray
+
+import autopeft
+from autopeft.space import presets
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    # One Ray for all presets: the search leaves a Ray it did not start running.
+    ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False, logging_level="ERROR")
+    yield
+    ray.shutdown()
+
+
+@pytest.mark.parametrize("preset", presets())
+def test_preset_search_on_the_demo(preset, local_ray, tmp_path) -> None:
+    result = autopeft.search(task="demo", space=preset, optimizer="random", trials=2, seed=1,
+                             max_train_examples=32, max_eval_examples=32, max_length=32,
+                             output_dir=str(tmp_path), experiment=preset, progress=False)
+    errors = [t.error for t in result.trials if t.status != "completed"]
+    assert not errors, errors
+    assert result.front and all(m.test_metrics for m in result.front)
+    assert all(t.metrics["trainable_params"] > 0 for t in result.trials)
