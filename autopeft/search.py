@@ -119,18 +119,26 @@ def prepare(config: SearchConfig) -> tuple[SearchSetup, Optimizer]:
     return setup, optimizer
 
 
-def _deriver(builder: AdapterBuilder, layout: ModelLayout) -> Derive | None:
-    """Trainable-parameter figures for constraints, where the builder counts without building."""
-    if type(builder).count_parameters is AdapterBuilder.count_parameters:
-        return None
+@dataclass(frozen=True)
+class _ParameterCount:
+    """Trainable-parameter figures of a configuration, for constraints (a class rather than a
+    closure: the space travels to Ray workers and into searcher checkpoints by pickle)."""
 
-    def derive(values: dict[str, Any]) -> dict[str, float]:
-        count = builder.count_parameters(values, layout)
+    builder: AdapterBuilder
+    layout: ModelLayout
+
+    def __call__(self, values: dict[str, Any]) -> dict[str, float]:
+        count = self.builder.count_parameters(values, self.layout)
         if count is None:  # unknown for this configuration: constraints on it cannot hold
             return {}
-        return {"trainable_params": count, "trainable_percent": 100.0 * count / layout.num_parameters}
+        return {"trainable_params": count, "trainable_percent": 100.0 * count / self.layout.num_parameters}
 
-    return derive
+
+def _deriver(builder: AdapterBuilder, layout: ModelLayout) -> Derive | None:
+    """The derived quantities constraints may use, where the builder counts without building."""
+    if type(builder).count_parameters is AdapterBuilder.count_parameters:
+        return None
+    return _ParameterCount(builder, layout)
 
 
 class _Monitor:

@@ -43,6 +43,10 @@ class Expression:
             # configuration cannot be judged to satisfy it
             return False
 
+    def __reduce__(self) -> tuple:
+        # Code objects do not pickle; spaces travel to Ray workers and into searcher checkpoints.
+        return (_recompile, (self.text, self.names, self.line))
+
     def describe(self) -> str:
         return f"'{self.text}'" + (f" (line {self.line})" if self.line else "")
 
@@ -76,3 +80,8 @@ def compile_expression(text: Any, parameters: set[str], source: str | None, line
                            f"({sorted(parameters)}) nor one of {sorted(DERIVED)}")
             names.add(node.id)
     return Expression(text.strip(), frozenset(names), line, compile(tree, "<constraint>", "eval"))
+
+
+def _recompile(text: str, names: frozenset[str], line: int | None) -> Expression:
+    tree = ast.parse(text, mode="eval")
+    return Expression(text, names, line, compile(tree, "<constraint>", "eval"))
