@@ -30,7 +30,7 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
 bench: $(STAMP)
-	$(PIP) install -c constraints.txt -e '.[bench,saas]'
+	$(PIP) install -c constraints.txt -e '.[bench]'
 	$(BIN)/python benchmarks/overhead.py
 
 clean:

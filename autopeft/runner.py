@@ -78,9 +78,13 @@ class OptimizerSearcher(Searcher):
             return
         ok = not error and result is not None and result.get(STATUS) == "completed"
         values = [result[OBJECTIVE_PREFIX + n] for n in self.objective_names] if ok else None
+        # Every number the trial reported (objectives by name, dev metrics, cost, timing) is
+        # available to outcome constraints, e.g. {"peak_memory_gb": ("<=", 8)}.
+        metrics = {k.removeprefix(OBJECTIVE_PREFIX): float(v) for k, v in (result or {}).items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool)} if ok else None
         started = time.perf_counter()
         with single_thread():
-            self.optimizer.tell(config, values)
+            self.optimizer.tell(config, values, metrics)
         self.suggest_seconds += time.perf_counter() - started
 
     # Tune checkpoints its searcher; the optimizer's whole state is one picklable object.

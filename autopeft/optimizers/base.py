@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from autopeft.errors import ConfigError
@@ -34,8 +34,10 @@ class Optimizer(ABC):
         """A new canonical, valid configuration not asked for before."""
 
     @abstractmethod
-    def tell(self, config: Config, values: Sequence[float] | None) -> None:
-        """The objective values of ``config`` (user directions), or ``None`` if it failed."""
+    def tell(self, config: Config, values: Sequence[float] | None,
+             metrics: Mapping[str, float] | None = None) -> None:
+        """The objective values of ``config`` (user directions), or ``None`` if it failed;
+        ``metrics``: other measured quantities by name, for outcome constraints."""
 
 
 OptimizerFactory = Callable[..., Optimizer]

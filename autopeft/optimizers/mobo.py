@@ -1,136 +1,134 @@
 """Multi-objective Bayesian optimisation with BoTorch over the (mixed, conditional) space.
 
-Each objective gets its own surrogate on the [0, 1] encoding of the configurations (by
-default a ``SingleTaskGP`` per objective in a ``ModelListGP``). The next configuration
-maximises qLogNEHVI over a finite candidate set: local-search neighbours (up to two steps)
-of the current Pareto set plus uniform samples. Choosing among real configurations rather
-than rounding a continuous optimum keeps conditions and constraints exact.
+Each objective (and each metric under an outcome constraint) gets its own surrogate on the
+[0, 1] encoding of the configurations, a plain GP or a SAAS fully Bayesian GP, stacked in a
+``ModelListGP``. The next configuration maximises qLogNEHVI [Daulton2021, Ament2023] over a
+finite candidate set: local-search neighbours (up to two steps) of the current (feasible)
+Pareto set plus uniform samples, as AutoPEFT does [Zhou2024]. Choosing among real
+configurations rather than rounding a continuous optimum keeps conditions and constraints
+exact and never lands on a configuration already tried; only the continuous (float)
+coordinates of the best candidates are then polished by gradient ascent.
+
+Concurrent trials: each ask conditions on the pending configurations (``X_pending``), so a
+batch of asks is qLogNEHVI's greedy sequential batch and its members differ.
 
 [Daulton2021] S. Daulton, M. Balandat, E. Bakshy. Parallel Bayesian Optimization of
     Multiple Noisy Objectives with Expected Hypervolume Improvement. NeurIPS 2021.
 [Ament2023] S. Ament, S. Daulton, D. Eriksson, M. Balandat, E. Bakshy. Unexpected
     Improvements to Expected Improvement for Bayesian Optimization. NeurIPS 2023.
+[Zhou2024] H. Zhou, X. Wan, I. Vulic, A. Korhonen. AutoPEFT: Automatic Configuration Search
+    for Parameter-Efficient Fine-Tuning. TACL 2024.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Sequence
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import torch
-from botorch.acquisition.multi_objective.logei import qLogNoisyExpectedHypervolumeImprovement
+from botorch.acquisition import AcquisitionFunction
+from botorch.acquisition.logei import qLogNoisyExpectedImprovement
+from botorch.acquisition.multi_objective.logei import (qLogExpectedHypervolumeImprovement,
+                                                       qLogNoisyExpectedHypervolumeImprovement)
+from botorch.acquisition.multi_objective.objective import IdentityMCMultiOutputObjective
+from botorch.acquisition.objective import GenericMCObjective
 from botorch.exceptions.errors import ModelFittingError
-from botorch.fit import fit_gpytorch_mll
-from botorch.models import ModelListGP, SingleTaskGP
-from botorch.models.model import Model
-from botorch.models.transforms.outcome import Standardize
+from botorch.models import ModelListGP
 from botorch.sampling import SobolQMCNormalSampler
+from botorch.utils.multi_objective.box_decompositions import FastNondominatedPartitioning
 from botorch.utils.sampling import manual_seed
-from gpytorch.mlls import SumMarginalLogLikelihood
 from linear_operator.utils.errors import NanError, NotPSDError
 from torch import Tensor
 
 from autopeft.errors import ConfigError, SpaceError
 from autopeft.optimizers.base import Optimizer, register_optimizer
+from autopeft.optimizers.candidates import candidate_set, polish
+from autopeft.optimizers.outcomes import constraint_value, parse_constraints
+from autopeft.optimizers.surrogates import (CopulaWarp, get_surrogate, quiet_fit, register_surrogate,
+                                            surrogate_names)
 from autopeft.pareto import infer_reference, pareto_mask, to_maximization
 from autopeft.space import Config, SearchSpace
+
+__all__ = ["MOBO", "register_surrogate", "surrogate_names"]
 
 _log = logging.getLogger(__name__)
 
 _MAX_DRAWS = 1000  # uniform draws without a new configuration before the space counts as exhausted
 _BATCH = 256  # candidates per acquisition call; bounds the memory of the MC evaluation
-# L-BFGS iterations per GP fit. Full convergence on noise-free data can take ~1000 (seconds
-# at 100 points); after 200 the marginal log likelihood was within 4% of converged.
-_FIT_MAXITER = 200
+_MIN_MC_PER_DRAW = 8  # MC samples per posterior draw of a fully Bayesian surrogate
+# Candidates that a fully Bayesian surrogate scores with qLogNEHVI after a qLogEHVI screen.
+_SCREENED = 200
 
 # initial: the random start; model: an acquisition maximiser; random: a later ask the model
-# could not serve (fewer than 2 successes, a failed fit, no unseen candidate).
+# could not serve (fewer than 2 successes, an objective still constant, a failed fit, no
+# unseen candidate).
 AskSource = Literal["initial", "model", "random"]
-SurrogateFit = Callable[[Tensor, Tensor], Model]
-_SURROGATES: dict[str, SurrogateFit] = {}
-
-
-def register_surrogate(name: str) -> Callable[[SurrogateFit], SurrogateFit]:
-    """Decorator: make a surrogate fit selectable as ``MOBO(..., surrogate=name)``."""
-
-    def decorate(fit: SurrogateFit) -> SurrogateFit:
-        _SURROGATES[name] = fit
-        return fit
-
-    return decorate
-
-
-def surrogate_names() -> list[str]:
-    return sorted(_SURROGATES)
-
-
-@register_surrogate("gp")
-def fit_gp(X: Tensor, Y: Tensor) -> Model:
-    """Independent GPs, one per objective, with hyperparameters fitted by maximum likelihood.
-
-    Args:
-        X: ``n x d`` encoded configurations in [0, 1]^d (double).
-        Y: ``n x m`` objective values, larger is better.
-
-    Returns:
-        A ``ModelListGP`` with ``m`` outputs (each standardised internally).
-    """
-    gps = [SingleTaskGP(X, Y[:, i:i + 1], outcome_transform=Standardize(m=1))
-           for i in range(Y.shape[-1])]
-    model = ModelListGP(*gps)
-    fit_gpytorch_mll(SumMarginalLogLikelihood(model.likelihood, model),
-                     optimizer_kwargs={"options": {"maxiter": _FIT_MAXITER}})
-    return model
 
 
 @register_optimizer("mobo")
 class MOBO(Optimizer):
-    """qLogNEHVI Bayesian optimisation over a discrete candidate set [Daulton2021, Ament2023].
+    """qLogNEHVI Bayesian optimisation over a discrete candidate set.
 
     Args:
         space: The bound search space.
         directions: ``"maximize"`` or ``"minimize"`` per objective (``m`` of them).
         seed: Seeds the candidate sampling, the surrogate fit and the MC sampler.
         reference_point: Hypervolume reference in the user's directions; ``None`` entries
-            (or ``None``) are inferred from the observed front at every ask.
+            (or ``None``) are inferred at every ask from the current Pareto front (its nadir
+            minus a tenth of its range, BoTorch's ``infer_reference_point``).
         n_initial: Uniformly random asks before the model takes over. Default
-            ``max(2 * (m + 1), min(10, encoded_width // 2))``: enough points to fit ``m`` GPs,
-            while leaving most of a 20-50 trial budget to the model.
+            ``max(2 * (m + 1), min(10, encoded_width // 2))``.
         n_candidates: Size of the candidate set scored by the acquisition per ask.
         mc_samples: Quasi-MC samples of the acquisition.
-        surrogate: A registered surrogate (see :func:`surrogate_names`).
+        surrogate: ``"gp"`` (fast, maximum likelihood) or ``"saas"`` (fully Bayesian, NUTS).
+        saas_warmup, saas_samples, saas_thinning: NUTS settings of ``"saas"``; the defaults
+            (128, 64, 4) are AutoPEFT's, smaller ones trade fidelity for speed.
+        copula: Warp each objective by its empirical CDF and the normal quantile before
+            fitting (AutoPEFT's choice; robust to skewed, piled-up scores).
+        outcome_constraints: Bounds that configurations must meet, e.g.
+            ``{"peak_memory_gb": ("<=", 8)}`` or ``[(1, "<=", 0.5)]`` (objective 1 at most
+            0.5); a name refers to a metric given to :meth:`tell`. Each constrained metric
+            gets a surrogate, and qLogNEHVI weights candidates by their chance to be feasible.
+        polish: Refine the float coordinates of the best candidates by gradient ascent.
     """
 
     def __init__(self, space: SearchSpace, directions: Sequence[str], *, seed: int = 0,
                  reference_point: Sequence[float | None] | None = None,
                  n_initial: int | None = None, n_candidates: int = 2000, mc_samples: int = 128,
-                 surrogate: str = "gp") -> None:
+                 surrogate: str = "gp", saas_warmup: int = 128, saas_samples: int = 64,
+                 saas_thinning: int = 4, copula: bool = False,
+                 outcome_constraints: Any = None, polish: bool = True) -> None:
         super().__init__(space, directions, seed=seed, reference_point=reference_point)
         m = len(self.directions)
-        if surrogate not in _SURROGATES:
-            raise ConfigError(f"unknown surrogate '{surrogate}'; choose one of {surrogate_names()}",
-                              key="surrogate")
+        self._fit = get_surrogate(surrogate)
         if reference_point is not None and len(reference_point) != m:
             raise ConfigError(f"got a reference point of {len(reference_point)} values, expected "
                               f"{m} (one per objective)", key="reference_point")
         if n_initial is None:
             n_initial = max(2 * (m + 1), min(10, space.encoded_width // 2))
         for name, value, low in (("n_initial", n_initial, 0), ("n_candidates", n_candidates, 1),
-                                 ("mc_samples", mc_samples, 1)):
+                                 ("mc_samples", mc_samples, 1), ("saas_warmup", saas_warmup, 1),
+                                 ("saas_samples", saas_samples, 1), ("saas_thinning", saas_thinning, 1)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ConfigError(f"got {value!r}, expected an integer >= {low}", key=name)
         self.surrogate = surrogate
+        self.surrogate_settings = ({"warmup": saas_warmup, "samples": saas_samples,
+                                    "thinning": saas_thinning} if surrogate == "saas" else {})
         self.n_initial = n_initial
         self.n_candidates = n_candidates
         self.mc_samples = mc_samples
+        self.copula = bool(copula)
+        self.polish = bool(polish)
+        self.outcome_constraints = parse_constraints(outcome_constraints, m)
         self.last_ask_source: AskSource | None = None
         self._rng = np.random.default_rng(seed)
         self._asked: set[tuple] = set()  # pending, told and failed alike: never proposed again
         self._pending: dict[tuple, Config] = {}
-        self._observed: list[tuple[Config, np.ndarray]] = []  # successful tells, user directions
+        # Successful tells: (config, objective values in user directions, constrained values).
+        self._observed: list[tuple[Config, np.ndarray, np.ndarray]] = []
         self._n_asks = 0
 
     def ask(self) -> Config:
@@ -143,12 +141,17 @@ class MOBO(Optimizer):
             self.last_ask_source = "model" if config is not None else "random"
         if config is None:
             config = self._random_new()
+        self.add_pending(config)
+        return config
+
+    def add_pending(self, config: Config) -> None:
+        """Mark ``config`` as being evaluated (asked elsewhere, e.g. an Optuna trial)."""
         key = self.space.key(config)
         self._asked.add(key)
         self._pending[key] = config
-        return config
 
-    def tell(self, config: Config, values: Sequence[float] | None) -> None:
+    def tell(self, config: Config, values: Sequence[float] | None,
+             metrics: Mapping[str, float] | None = None) -> None:
         config = self.space.canonical(config)
         key = self.space.key(config)
         self._pending.pop(key, None)
@@ -159,7 +162,8 @@ class MOBO(Optimizer):
         if len(y) != len(self.directions):
             raise ValueError(f"got {len(y)} objective values, expected {len(self.directions)}")
         if np.isfinite(y).all():  # NaN or inf: a failed trial, kept out of the surrogate
-            self._observed.append((config, y))
+            c = np.array([constraint_value(oc, y, metrics or {}) for oc in self.outcome_constraints])
+            self._observed.append((config, y, c))
 
     def _random_new(self) -> Config:
         for _ in range(_MAX_DRAWS):
@@ -174,71 +178,141 @@ class MOBO(Optimizer):
         return torch.from_numpy(np.stack([self.space.encode(c) for c in configs]))
 
     def _model_ask(self) -> Config | None:
-        """The candidate of highest qLogNEHVI, or ``None`` where the model cannot tell."""
-        configs = [c for c, _ in self._observed]
-        values = np.stack([v for _, v in self._observed])
-        candidates = self._candidates(configs, values)
+        """The configuration of highest acquisition value, or ``None`` where the model cannot
+        tell configurations apart."""
+        configs = [c for c, _, _ in self._observed]
+        values = np.stack([v for _, v, _ in self._observed])
+        constrained = np.stack([c for _, _, c in self._observed])
+        if (np.ptp(values, axis=0) == 0).any():
+            # A constant objective (every early trial at the majority-class accuracy) carries
+            # no ranking; a GP on it only fits noise, slowly. Random asks until it varies.
+            return None
+        # Local search starts from the Pareto set of the feasible trials (all, while none is):
+        # a front member that breaks a constraint is no place to look nearby.
+        feasible = np.array([all(oc.satisfied(v) or not math.isfinite(v)
+                                 for oc, v in zip(self.outcome_constraints, row)) for row in constrained])
+        pool = np.flatnonzero(feasible) if feasible.any() else np.arange(len(configs))
+        front = [configs[i] for i, keep in zip(pool, pareto_mask(values[pool], self.directions)) if keep]
+        candidates = candidate_set(self.space, front, self._asked, self.n_candidates, self._rng)
         if not candidates:
             return None
-        ref = infer_reference(values, self.directions, given=self.reference_point)
         X = self._encode(configs)
-        Y = torch.from_numpy(to_maximization(values, self.directions))
         X_pending = self._encode(list(self._pending.values())) if self._pending else None
         # A seed per (instance seed, ask number): asks replay exactly for the same tells, and
         # the global torch RNG is restored afterwards.
         seed = int(np.random.SeedSequence([self.seed, self._n_asks]).generate_state(1)[0])
         try:
             with manual_seed(seed):
-                model = _SURROGATES[self.surrogate](X, Y)
-                acqf = qLogNoisyExpectedHypervolumeImprovement(
-                    model=model,
-                    ref_point=to_maximization(ref[None, :], self.directions)[0].tolist(),
-                    X_baseline=X, X_pending=X_pending, prune_baseline=True,
-                    sampler=SobolQMCNormalSampler(torch.Size([self.mc_samples]), seed=seed))
-                scores = _score(acqf, self._encode(candidates))
+                acqf, screen = self._acquisition(X, values, constrained, feasible, X_pending, seed)
+                Xc = self._encode(candidates)
+                if screen is not None and len(candidates) > _SCREENED:
+                    keep = torch.nan_to_num(_score(screen, Xc), nan=-math.inf).topk(_SCREENED).indices
+                    candidates, Xc = [candidates[i] for i in keep.tolist()], Xc[keep]
+                scores = _score(acqf, Xc)
+                scores = torch.nan_to_num(scores, nan=-math.inf)
+                if not torch.isfinite(scores).any():
+                    return None
+                if self.polish:
+                    return polish(self.space, acqf, candidates, scores, self._asked)
         except (ModelFittingError, NotPSDError, NanError) as err:
             _log.warning("surrogate '%s' failed (%s); proposing a random configuration",
                          self.surrogate, err)
             return None
-        scores = torch.nan_to_num(scores, nan=-math.inf)
-        if not torch.isfinite(scores).any():
-            return None
         return candidates[int(scores.argmax())]
 
-    def _candidates(self, configs: list[Config], values: np.ndarray) -> list[Config]:
-        """Unseen configurations: up to half of ``n_candidates`` within two local-search steps
-        of the Pareto set, the rest uniform samples."""
-        seen = set(self._asked)
-        out: list[Config] = []
+    def _acquisition(self, X: Tensor, values: np.ndarray, constrained: np.ndarray,
+                     feasible: np.ndarray, X_pending: Tensor | None, seed: int
+                     ) -> tuple[AcquisitionFunction, AcquisitionFunction | None]:
+        """qLogNEHVI (qLogNEI for one objective) on freshly fitted surrogates, and for a
+        fully Bayesian surrogate a cheaper screen (or ``None``).
 
-        def add(config: Config) -> None:
-            key = self.space.key(config)
-            if key not in seen:
-                seen.add(key)
-                out.append(config)
+        qLogNEHVI evaluates each candidate jointly with the baseline points under every
+        posterior draw, which for SAAS's 16 draws costs minutes over thousands of candidates;
+        qLogEHVI against the observed front looks at the candidate alone, so it screens them.
 
-        local_budget = self.n_candidates // 2
-        front = [c for c, keep in zip(configs, pareto_mask(values, self.directions)) if keep]
-        ring = [n for c in front for n in self.space.neighbours(c, self._rng)]
-        ring = [ring[i] for i in self._rng.permutation(len(ring))]
-        for config in ring:  # one step (already seen ones are still stepping stones below)
-            if len(out) >= local_budget:
-                break
-            add(config)
-        for config in ring:  # two steps
-            if len(out) >= local_budget:
-                break
-            for neighbour in self.space.neighbours(config, self._rng):
-                add(neighbour)
-        out = out[:local_budget]
-        for _ in range(2 * self.n_candidates):
-            if len(out) >= self.n_candidates:
-                break
-            add(self.space.sample(self._rng))
-        return out
+        Args:
+            X: ``n x d`` encoded successful configurations.
+            values: ``n x m`` their objective values (user directions).
+            constrained: ``n x k`` their constrained quantities (NaN where not reported).
+            feasible: ``n`` booleans, the rows that meet every constraint.
+            X_pending: ``p x d`` pending configurations, or ``None``.
+            seed: Seeds NUTS and the MC sampler.
+        """
+        m = len(self.directions)
+        signs = to_maximization(np.ones((1, m)), self.directions)[0]
+        Y = to_maximization(values, self.directions)
+        # Unset entries come from the nadir of the (feasible) Pareto front, BoTorch's rule: a
+        # reference behind the worst trial ever seen would reward extending the front into
+        # regions no one wants (DTLZ2: 0.15-0.85 of the true hypervolume across seeds).
+        pool = values[feasible] if feasible.any() else values
+        front = pool[pareto_mask(pool, self.directions)]
+        ref = to_maximization(infer_reference(front, self.directions, given=self.reference_point)[None, :],
+                              self.directions)[0]
+        warps = [CopulaWarp(Y[:, i]) if self.copula else None for i in range(m)]
+        columns = [w(Y[:, i]) if w else Y[:, i] for i, w in enumerate(warps)]
+        ref = np.array([w(r) if w else r for r, w in zip(ref, warps)])
+        constraints = []
+        for j, oc in enumerate(self.outcome_constraints):
+            if isinstance(oc.target, int):  # an objective: its (flipped, warped) model column
+                i, bound = oc.target, oc.bound * signs[oc.target]
+                upper = (oc.op == "<=") == (signs[i] > 0)
+                bound = float(warps[i](bound)) if warps[i] else bound
+            else:
+                y = constrained[:, j]
+                if np.isfinite(y).sum() < 2 or np.ptp(y[np.isfinite(y)]) == 0:
+                    continue  # nothing to learn yet: the constraint joins once the metric varies
+                i, bound, upper = len(columns), oc.bound, oc.op == "<="
+                columns.append(y)
+            # BoTorch's convention: feasible where the callable is <= 0.
+            constraints.append(_bound(i, bound, upper))
+        models = []
+        for y in columns:
+            ok = np.isfinite(y)
+            models.append(quiet_fit(self._fit, X[torch.from_numpy(ok)],
+                                    torch.from_numpy(y[ok]).unsqueeze(-1), seed=seed,
+                                    **self.surrogate_settings))
+        model = ModelListGP(*models)
+        # A fully Bayesian model is a batch of GPs (one per posterior draw) and each gets its
+        # own MC samples: share the budget among the draws, or scoring costs draws times more.
+        draws = max(getattr(m, "num_mcmc_samples", 1) for m in models)
+        mc = max(_MIN_MC_PER_DRAW, math.ceil(self.mc_samples / draws))
+        sampler = SobolQMCNormalSampler(torch.Size([mc]), seed=seed)
+        extra = len(columns) > m
+        common = dict(model=model, X_baseline=X, X_pending=X_pending, prune_baseline=True,
+                      sampler=sampler, constraints=constraints or None)
+        if m == 1:
+            return qLogNoisyExpectedImprovement(
+                objective=GenericMCObjective(_first) if extra else None, **common), None
+        objective = IdentityMCMultiOutputObjective(outcomes=list(range(m))) if extra else None
+        acqf = qLogNoisyExpectedHypervolumeImprovement(ref_point=ref.tolist(), objective=objective,
+                                                       **common)
+        if draws == 1:
+            return acqf, None
+        front = torch.from_numpy(np.stack(columns[:m], axis=-1)[feasible if feasible.any() else slice(None)])
+        ref_t = torch.from_numpy(ref)
+        screen = qLogExpectedHypervolumeImprovement(
+            model=model, ref_point=ref_t, objective=objective, X_pending=X_pending,
+            partitioning=FastNondominatedPartitioning(ref_point=ref_t, Y=front),
+            sampler=SobolQMCNormalSampler(torch.Size([mc]), seed=seed), constraints=constraints or None)
+        return acqf, screen
 
 
-def _score(acqf: qLogNoisyExpectedHypervolumeImprovement, X: Tensor) -> Tensor:
+class _bound:
+    """``Z[..., i] - bound`` (an upper bound) or ``bound - Z[..., i]``: BoTorch's constraint
+    callables are feasible where <= 0. A class rather than a closure so that it pickles."""
+
+    def __init__(self, i: int, bound: float, upper: bool) -> None:
+        self.i, self.bound, self.upper = i, bound, upper
+
+    def __call__(self, Z: Tensor) -> Tensor:
+        return Z[..., self.i] - self.bound if self.upper else self.bound - Z[..., self.i]
+
+
+def _first(Z: Tensor, X: Tensor | None = None) -> Tensor:
+    return Z[..., 0]
+
+
+def _score(acqf: AcquisitionFunction, X: Tensor) -> Tensor:
     """Acquisition values of ``N x d`` candidates, each as a batch of ``q = 1``: shape ``N``."""
     with torch.no_grad():
         return torch.cat([acqf(chunk.unsqueeze(-2)) for chunk in X.split(_BATCH)])

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import warnings
 from abc import abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -98,7 +98,9 @@ class OptunaOptimizer(Optimizer):
             self._suggest_config(trial)
             return self._register(self.space.key(config), config, trial)
 
-    def tell(self, config: Config, values: Sequence[float] | None) -> None:
+    def tell(self, config: Config, values: Sequence[float] | None,
+             metrics: Mapping[str, float] | None = None) -> None:
+        # ``metrics`` serve outcome constraints, which these baselines do not support.
         y = None if values is None else [float(v) for v in values]
         if y is not None and len(y) != len(self.directions):
             raise ValueError(f"got {len(y)} objective values, expected {len(self.directions)}")

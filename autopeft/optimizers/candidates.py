@@ -1,0 +1,106 @@
+"""The candidate set that MOBO's acquisition chooses from, and the gradient polish of the
+float coordinates of the best candidates.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from botorch.acquisition import AcquisitionFunction
+from botorch.optim import optimize_acqf
+from torch import Tensor
+
+from autopeft.space import Config, Float, SearchSpace
+
+_POLISHED = 3  # best candidates whose float coordinates are refined
+_POLISH_ITERS = 50  # L-BFGS-B iterations per refinement
+
+
+def candidate_set(space: SearchSpace, front: Sequence[Config], seen: set[tuple], size: int,
+                  rng: np.random.Generator) -> list[Config]:
+    """Up to ``size`` configurations not in ``seen``: up to half within two local-search
+    steps of ``front`` (the current Pareto set), the rest uniform samples."""
+    seen = set(seen)
+    out: list[Config] = []
+
+    def add(config: Config) -> None:
+        key = space.key(config)
+        if key not in seen:
+            seen.add(key)
+            out.append(config)
+
+    local_budget = size // 2
+    ring = [n for c in front for n in space.neighbours(c, rng)]
+    ring = [ring[i] for i in rng.permutation(len(ring))]
+    for config in ring:  # one step (already seen ones are still stepping stones below)
+        if len(out) >= local_budget:
+            break
+        add(config)
+    for config in ring:  # two steps
+        if len(out) >= local_budget:
+            break
+        for neighbour in space.neighbours(config, rng):
+            add(neighbour)
+    out = out[:local_budget]
+    for _ in range(2 * size):
+        if len(out) >= size:
+            break
+        add(space.sample(rng))
+    return out
+
+
+def float_columns(space: SearchSpace) -> list[tuple[int, Float]]:
+    """``(encoded column, dimension)`` of every float dimension."""
+    out, col = [], 0
+    for dim in space.dimensions:
+        if isinstance(dim, Float):
+            out.append((col, dim))
+        col += dim.width
+    return out
+
+
+def _decode(dim: Float, u: float) -> float:
+    """The value of ``dim`` at encoded position ``u`` (the inverse of ``Float.encode``)."""
+    lo, hi = (math.log(dim.low), math.log(dim.high)) if dim.log else (dim.low, dim.high)
+    x = lo + min(max(u, 0.0), 1.0) * (hi - lo)
+    return float(min(max(math.exp(x) if dim.log else x, dim.low), dim.high))
+
+
+def polish(space: SearchSpace, acqf: AcquisitionFunction, candidates: list[Config],
+           scores: Tensor, seen: set[tuple]) -> Config:
+    """The best of ``candidates`` (scored ``scores``, shape ``N``) after moving the active
+    float coordinates of the top few by L-BFGS-B on the acquisition, all other coordinates
+    held. Discrete coordinates are never rounded from a continuous optimum."""
+    best = int(scores.argmax())
+    floats = float_columns(space)
+    if not floats:
+        return candidates[best]
+    best_config, best_value = candidates[best], float(scores[best])
+    for index in scores.argsort(descending=True)[:_POLISHED].tolist():
+        config = candidates[index]
+        active = [(col, dim) for col, dim in floats if dim.name in config]
+        if not active:
+            continue
+        x = torch.from_numpy(space.encode(config))
+        free = {col for col, _ in active}
+        fixed = {i: float(x[i]) for i in range(len(x)) if i not in free}
+        bounds = torch.stack([torch.zeros_like(x), torch.ones_like(x)])
+        with warnings.catch_warnings():
+            # An L-BFGS-B run that stops early still returns a point no worse than its start,
+            # and the candidate is kept unless the polished point scores higher.
+            warnings.simplefilter("ignore")
+            point, value = optimize_acqf(acqf, bounds=bounds, q=1, num_restarts=1,
+                                         batch_initial_conditions=x.view(1, 1, -1),
+                                         fixed_features=fixed, options={"maxiter": _POLISH_ITERS},
+                                         retry_on_optimization_warning=False)
+        value = float(value)
+        if not math.isfinite(value) or value <= best_value:
+            continue
+        moved = {**config, **{dim.name: _decode(dim, float(point.view(-1)[col])) for col, dim in active}}
+        if space.key(moved) not in seen:
+            best_config, best_value = moved, value
+    return best_config

@@ -1,0 +1,97 @@
+"""MOBO's surrogates (SAAS, copula), outcome constraints and concurrent asks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from autopeft.errors import ConfigError
+from autopeft.optimizers import make_optimizer
+from autopeft.optimizers.outcomes import parse_constraints
+from autopeft.optimizers.surrogates import CopulaWarp
+from autopeft.space import load_space
+
+DIRECTIONS = ["maximize", "minimize"]
+FAST = {"n_initial": 6, "n_candidates": 200, "mc_samples": 16}
+TINY_NUTS = {"surrogate": "saas", "saas_warmup": 16, "saas_samples": 8, "saas_thinning": 4}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def space():
+    return load_space("lora").bind(4)
+
+
+def values(space, config):
+    """Quality grows with the encoded configuration's mean, cost with its squares' sum."""
+    x = space.encode(config)
+    return [float(x.mean()), float((x ** 2).sum())]
+
+
+def drive(opt, space, n):
+    sources = []
+    for _ in range(n):
+        config = opt.ask()
+        sources.append(opt.last_ask_source)
+        opt.tell(config, values(space, config), {"memory": float(space.encode(config).sum())})
+    return sources
+
+
+@pytest.mark.parametrize("options", [TINY_NUTS, {"copula": True}],
+                         ids=["saas", "copula"])
+def test_surrogates_serve_model_asks(space, options):
+    # 300 candidates: above the 200 that a SAAS model rescores after its screen.
+    opt = make_optimizer("mobo", space, DIRECTIONS, seed=1, **{**FAST, "n_candidates": 300, **options})
+    assert drive(opt, space, 7)[-1] == "model"
+
+
+def test_copula_warp_is_monotone_and_extends_beyond_the_data():
+    warp = CopulaWarp(np.array([0.5, 0.5, 0.5, 0.6, 0.9]))
+    z = warp(np.array([0.0, 0.5, 0.6, 0.9, 2.0]))
+    assert np.all(np.diff(z) > 0)
+    assert z[0] < warp(np.array([0.5]))[0]  # a reference below the data stays below it
+
+
+def test_constraint_steers_asks(space):
+    """Memory (the encoding's sum) under a bound that few random configurations meet, and
+    that the unconstrained search, chasing quality (the encoding's mean), overshoots."""
+    bound = 6.0
+    opt = make_optimizer("mobo", space, DIRECTIONS, seed=0, **FAST,
+                         outcome_constraints={"memory": ("<=", bound)})
+    free = make_optimizer("mobo", space, DIRECTIONS, seed=0, **FAST)
+    drive(opt, space, 12)
+    drive(free, space, 12)
+
+    def feasible_share(o):
+        asked = [c for c, _, _ in o._observed][FAST["n_initial"]:]
+        return np.mean([space.encode(c).sum() <= bound for c in asked])
+
+    assert feasible_share(opt) > feasible_share(free)
+
+
+def test_constraint_on_an_objective_index(space):
+    opt = make_optimizer("mobo", space, DIRECTIONS, seed=0, **FAST, outcome_constraints=[(1, "<=", 3.0)])
+    assert drive(opt, space, 8)[-1] == "model"
+
+
+@pytest.mark.parametrize("spec", [{"m": ("<", 1)}, [(5, "<=", 1)], {"m": ("<=", "x")}, [("m",)]])
+def test_bad_constraints(space, spec):
+    with pytest.raises(ConfigError):
+        parse_constraints(spec, 2)
+
+
+def test_concurrent_asks_are_distinct_and_model_driven(space):
+    opt = make_optimizer("mobo", space, DIRECTIONS, seed=2, **FAST)
+    drive(opt, space, 8)
+    batch = [opt.ask() for _ in range(4)]  # four trials running at once
+    assert len({space.key(c) for c in batch}) == 4
+    assert opt.last_ask_source == "model"
+    assert len(opt._pending) == 4
