@@ -18,9 +18,8 @@ from typing import Any
 
 import numpy as np
 from botorch.exceptions.warnings import InputDataWarning
-from botorch.fit import fit_fully_bayesian_model_nuts, fit_gpytorch_mll
+from botorch.fit import fit_gpytorch_mll
 from botorch.models import SingleTaskGP
-from botorch.models.fully_bayesian import SaasFullyBayesianSingleTaskGP
 from botorch.models.model import Model
 from botorch.models.transforms.outcome import Standardize
 from gpytorch.mlls import ExactMarginalLogLikelihood
@@ -90,6 +89,10 @@ def fit_saas(X: Tensor, y: Tensor, *, seed: int, warmup: int = 128, samples: int
         samples: NUTS samples kept before thinning.
         thinning: Keep every ``thinning``-th sample.
     """
+    # Imported here: it loads JAX, which costs seconds and warns about every fork Ray makes.
+    from botorch.fit import fit_fully_bayesian_model_nuts
+    from botorch.models.fully_bayesian import SaasFullyBayesianSingleTaskGP
+
     gp = SaasFullyBayesianSingleTaskGP(X, y, outcome_transform=Standardize(m=1))
     fit_fully_bayesian_model_nuts(gp, warmup_steps=warmup, num_samples=samples,
                                   thinning=thinning, disable_progbar=True, seed=seed)
