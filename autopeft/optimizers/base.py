@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
-from autopeft.errors import ConfigError
+import numpy as np
+
+from autopeft.errors import ConfigError, SpaceError
 from autopeft.space import Config, SearchSpace
 
 
@@ -38,6 +40,17 @@ class Optimizer(ABC):
              metrics: Mapping[str, float] | None = None) -> None:
         """The objective values of ``config`` (user directions), or ``None`` if it failed;
         ``metrics``: other measured quantities by name, for outcome constraints."""
+
+
+def sample_unseen(space: SearchSpace, rng: np.random.Generator, asked: Collection[tuple],
+                  draws: int = 1000) -> Config:
+    """A uniformly drawn valid configuration whose key is not in ``asked``."""
+    for _ in range(draws):
+        config = space.sample(rng)
+        if space.key(config) not in asked:
+            return config
+    raise SpaceError(f"search space exhausted: no new configuration in {draws} random "
+                     f"draws after {len(asked)} were asked")
 
 
 OptimizerFactory = Callable[..., Optimizer]

@@ -43,8 +43,8 @@ from botorch.utils.sampling import manual_seed
 from linear_operator.utils.errors import NanError, NotPSDError
 from torch import Tensor
 
-from autopeft.errors import ConfigError, SpaceError
-from autopeft.optimizers.base import Optimizer, register_optimizer
+from autopeft.errors import ConfigError
+from autopeft.optimizers.base import Optimizer, register_optimizer, sample_unseen
 from autopeft.optimizers.candidates import candidate_set, polish
 from autopeft.optimizers.outcomes import constraint_value, parse_constraints
 from autopeft.optimizers.surrogates import (CopulaWarp, get_surrogate, quiet_fit, register_surrogate,
@@ -166,12 +166,7 @@ class MOBO(Optimizer):
             self._observed.append((config, y, c))
 
     def _random_new(self) -> Config:
-        for _ in range(_MAX_DRAWS):
-            config = self.space.sample(self._rng)
-            if self.space.key(config) not in self._asked:
-                return config
-        raise SpaceError(f"search space exhausted: no new configuration in {_MAX_DRAWS} random "
-                         f"draws after {len(self._asked)} were asked")
+        return sample_unseen(self.space, self._rng, self._asked, _MAX_DRAWS)
 
     def _encode(self, configs: Sequence[Config]) -> Tensor:
         """``len(configs) x d`` double tensor of encoded configurations."""

@@ -21,8 +21,8 @@ from optuna.exceptions import ExperimentalWarning
 from optuna.samplers import BaseSampler, NSGAIISampler, RandomSampler, TPESampler
 from optuna.trial import Trial, TrialState
 
-from autopeft.errors import ConfigError, SpaceError
-from autopeft.optimizers.base import Optimizer, register_optimizer
+from autopeft.errors import ConfigError
+from autopeft.optimizers.base import Optimizer, register_optimizer, sample_unseen
 from autopeft.space import Bool, Choice, Config, Dimension, Float, Int, SearchSpace
 from autopeft.space.dimensions import Value
 
@@ -132,12 +132,7 @@ class OptunaOptimizer(Optimizer):
         return config
 
     def _random_new(self) -> Config:
-        for _ in range(_MAX_DRAWS):
-            config = self.space.sample(self._rng)
-            if self.space.key(config) not in self._asked:
-                return config
-        raise SpaceError(f"search space exhausted: no new configuration in {_MAX_DRAWS} random "
-                         f"draws after {len(self._asked)} were asked")
+        return sample_unseen(self.space, self._rng, self._asked, _MAX_DRAWS)
 
 
 @register_optimizer("random")
