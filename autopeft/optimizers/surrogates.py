@@ -76,7 +76,8 @@ def fit_gp(X: Tensor, y: Tensor, *, seed: int) -> Model:
 @register_surrogate("saas")
 def fit_saas(X: Tensor, y: Tensor, *, seed: int, warmup: int = 128, samples: int = 64,
              thinning: int = 4) -> Model:
-    """A fully Bayesian GP with the SAAS prior, sampled with NUTS [Eriksson2021].
+    """A fully Bayesian GP with the SAAS prior, sampled with NUTS [Eriksson2021] by one
+    compiled sampler reused across fits (:mod:`autopeft.optimizers.saas`).
 
     The defaults are AutoPEFT's settings [Zhou2024] (``samples / thinning`` = 16 posterior
     draws); the model is a batch of GPs, one per draw, that acquisition functions average.
@@ -90,13 +91,9 @@ def fit_saas(X: Tensor, y: Tensor, *, seed: int, warmup: int = 128, samples: int
         thinning: Keep every ``thinning``-th sample.
     """
     # Imported here: it loads JAX, which costs seconds and warns about every fork Ray makes.
-    from botorch.fit import fit_fully_bayesian_model_nuts
-    from botorch.models.fully_bayesian import SaasFullyBayesianSingleTaskGP
+    from autopeft.optimizers.saas import fit_saas_nuts
 
-    gp = SaasFullyBayesianSingleTaskGP(X, y, outcome_transform=Standardize(m=1))
-    fit_fully_bayesian_model_nuts(gp, warmup_steps=warmup, num_samples=samples,
-                                  thinning=thinning, disable_progbar=True, seed=seed)
-    return gp
+    return fit_saas_nuts(X, y, seed=seed, warmup=warmup, samples=samples, thinning=thinning)
 
 
 class CopulaWarp:
