@@ -69,11 +69,16 @@ def cmd_search(args: argparse.Namespace) -> int:
     config = load_config(args.config, overrides)
     result = run_search(config, progress=not args.quiet)
     failed = [t for t in result.trials if t.status != "completed"]
-    print(f"\nPareto front ({len(result.front)} of {len(result.trials)} trials, "
-          f"{len(failed)} failed, {result.seconds:.0f}s):\n")
+    infeasible = [t for t in result.trials if t.status == "completed" and not t.feasible]
+    print(f"\nPareto front ({len(result.front)} of {len(result.trials)} trials, {len(failed)} failed"
+          f"{f', {len(infeasible)} outside the outcome constraints' if infeasible else ''}, "
+          f"{result.seconds:.0f}s):\n")
     print(result)
     print(f"\nMLflow run {result.run_id} in {result.tracking_uri}")
     print(f"artifacts (pareto_front.csv/.png/.html, adapters/): {result.artifact_uri}")
+    if not result.front and infeasible and len(infeasible) + len(failed) == len(result.trials):
+        print("autopeft: no completed trial met the outcome constraints", file=sys.stderr)
+        return 1
     if not result.front:
         first = failed[0].error if failed else "no trial ran"
         print(f"autopeft: every trial failed; the first error was: {first}", file=sys.stderr)
@@ -86,7 +91,7 @@ def cmd_front(args: argparse.Namespace) -> int:
 
     from autopeft.records import ObjectiveInfo, TrialRecord, front_of, parse_param
     from autopeft.report import format_front
-    from autopeft.tracking import ROLE, STATUS, latest_search
+    from autopeft.tracking import FEASIBLE, ROLE, STATUS, latest_search
 
     client = MlflowClient(tracking_uri=_tracking_uri(args))
     parent, children = latest_search(client, args.experiment)
@@ -105,7 +110,8 @@ def cmd_front(args: argparse.Namespace) -> int:
             int(run.data.tags.get("autopeft.trial_number", 0)), run.info.run_id,
             {k: parse_param(v) for k, v in run.data.params.items()},
             status=status, objectives={o.name: metrics[o.name] for o in objectives if o.name in metrics},
-            test_metrics={k[5:]: v for k, v in metrics.items() if k.startswith("test_")}))
+            test_metrics={k[5:]: v for k, v in metrics.items() if k.startswith("test_")},
+            feasible=run.data.tags.get(FEASIBLE) != "false"))
     front = front_of(records, objectives)
     state = parent.data.tags.get(STATUS, "running")
     print(f"search {parent.info.run_name} ({state}): {len(records)} trials, "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -9,6 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from autopeft.optimizers.outcomes import OutcomeConstraint
 from autopeft.pareto import hypervolume_curve, infer_reference, pareto_mask
 
 COST_KEYS = ("trainable_params", "trainable_percent", "peak_memory_mb", "train_seconds",
@@ -31,6 +34,7 @@ class TrialRecord:
     run_id: str | None = None
     pareto: bool = False
     test_metrics: dict[str, float] = field(default_factory=dict)
+    feasible: bool = True  # meets the search's outcome constraints (if any)
 
     @property
     def name(self) -> str:
@@ -49,9 +53,20 @@ def objective_matrix(records: list[TrialRecord], objectives: list[ObjectiveInfo]
                     dtype=np.float64).reshape(len(records), len(objectives))
 
 
+def meets(record: TrialRecord, constraints: Sequence[OutcomeConstraint],
+          objectives: list[ObjectiveInfo]) -> bool:
+    """Whether ``record`` meets every outcome constraint (a value it did not report does not)."""
+    for c in constraints:
+        name = objectives[c.target].name if isinstance(c.target, int) else c.target
+        value = record.objectives.get(name, record.metrics.get(name, math.nan))
+        if not (math.isfinite(value) and c.satisfied(value)):
+            return False
+    return True
+
+
 def front_of(records: list[TrialRecord], objectives: list[ObjectiveInfo]) -> list[TrialRecord]:
-    """The completed records that no other completed record dominates, best first."""
-    done = [r for r in records if r.status == "completed"]
+    """The completed, feasible records that no other such record dominates, best first."""
+    done = [r for r in records if r.status == "completed" and r.feasible]
     if not done:
         return []
     mask = pareto_mask(objective_matrix(done, objectives), [o.direction for o in objectives])
@@ -70,11 +85,11 @@ def reference_for(records: list[TrialRecord], objectives: list[ObjectiveInfo],
 
 def hypervolume_history(records: list[TrialRecord], objectives: list[ObjectiveInfo],
                         reference: np.ndarray) -> list[float]:
-    """Hypervolume after each trial, in trial order (failed trials add nothing)."""
+    """Hypervolume after each trial, in trial order (failed and infeasible trials add nothing)."""
     ordered = sorted(records, key=lambda r: r.number)
     values = objective_matrix([r for r in ordered], objectives)
     for i, r in enumerate(ordered):
-        if r.status != "completed":
+        if r.status != "completed" or not r.feasible:
             values[i] = np.nan
     return hypervolume_curve(values, [o.direction for o in objectives], reference)
 

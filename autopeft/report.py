@@ -16,7 +16,7 @@ from autopeft.records import ObjectiveInfo, TrialRecord, summarize_config  # noq
 def format_front(front: list[TrialRecord], objectives: list[ObjectiveInfo]) -> str:
     """A fixed-width table of the front for the terminal."""
     if not front:
-        return "(no completed trial yet: the front is empty)"
+        return "(the front is empty: no completed trial yet, or none that meets the outcome constraints)"
     test_keys = sorted({k for r in front for k in r.test_metrics})
     header = ["trial"] + [f"{o.name} ({'max' if o.direction == 'maximize' else 'min'})"
                           for o in objectives] + [f"test_{k}" for k in test_keys] + ["configuration"]

@@ -19,8 +19,9 @@ from autopeft.errors import ConfigError, ModelError, ObjectiveError
 from autopeft.models import ModelLayout, check_model_reference, model_layout
 from autopeft.objectives import Objective, resolve_objectives
 from autopeft.optimizers import Optimizer, make_optimizer
+from autopeft.optimizers.outcomes import OutcomeConstraint, parse_constraints
 from autopeft.progress import ProgressLine
-from autopeft.records import (ObjectiveInfo, TrialRecord, front_of, front_table, hypervolume_history,
+from autopeft.records import (ObjectiveInfo, TrialRecord, front_of, front_table, hypervolume_history, meets,
                               reference_for)
 from autopeft.report import format_front, plot_front_html, plot_front_png, plot_hypervolume_png
 from autopeft.runner import OBJECTIVE_PREFIX, run_trials
@@ -72,6 +73,7 @@ def prepare(config: SearchConfig) -> tuple[SearchSetup, Optimizer]:
     if unknown:
         raise ConfigError(f"reference point given for unknown objective(s) {sorted(unknown)}",
                           key="reference_point")
+    outcome_constraints(config, objectives)  # checked before any model or data is loaded
     spec = load_space(config.space)
     builder = get_adapter(spec)
 
@@ -134,6 +136,20 @@ class _ParameterCount:
         return {"trainable_params": count, "trainable_percent": 100.0 * count / self.layout.num_parameters}
 
 
+def outcome_constraints(config: SearchConfig, objectives: list[Objective] | list[ObjectiveInfo]
+                        ) -> list[OutcomeConstraint]:
+    """The optimizer's outcome constraints, each on an objective or on a metric every trial
+    reports; the search's front holds only trials that meet them."""
+    constraints = parse_constraints(config.optimizer_options.get("outcome_constraints"), len(objectives))
+    known = {o.name for o in objectives} | _RESULT_METRICS
+    for c in constraints:
+        if isinstance(c.target, str) and c.target not in known and not c.target.startswith("dev_"):
+            raise ConfigError(f"constraint on unknown metric '{c.target}'; use an objective, a dev_ "
+                              f"metric or one of {sorted(_RESULT_METRICS)}",
+                              key="optimizer_options.outcome_constraints")
+    return constraints
+
+
 def _deriver(builder: AdapterBuilder, layout: ModelLayout) -> Derive | None:
     """The derived quantities constraints may use, where the builder counts without building."""
     if type(builder).count_parameters is AdapterBuilder.count_parameters:
@@ -145,8 +161,9 @@ class _Monitor:
     """Keeps the trial records and forwards each event to MLflow and the progress line."""
 
     def __init__(self, objectives: list[ObjectiveInfo], tracker: SearchTracker, progress: ProgressLine,
-                 reference: dict[str, float]) -> None:
+                 reference: dict[str, float], constraints: list[OutcomeConstraint]) -> None:
         self.objectives = objectives
+        self.constraints = constraints
         self.tracker = tracker
         self.progress = progress
         self.reference = reference
@@ -174,6 +191,7 @@ class _Monitor:
         record.objectives = {o.name: float(result[OBJECTIVE_PREFIX + o.name]) for o in self.objectives}
         record.metrics = {k: float(v) for k, v in result.items()
                           if k in _RESULT_METRICS or k.startswith("dev_")}
+        record.feasible = meets(record, self.constraints, self.objectives)
         record.adapter_dir = adapter_dir
         with self.tracking:
             self.tracker.finish_trial(record)
@@ -214,12 +232,13 @@ def run_search(config: SearchConfig, *, progress: bool = True) -> SearchResult:
               "space_file": setup.space.spec.source, "optimizer": config.optimizer, "trials": config.trials,
               "concurrency": config.concurrency, "seed": config.seed,
               "objectives": ",".join(f"{o.name}:{o.direction}" for o in objectives),
+              "optimizer_options": config.optimizer_options,
               "fixed": config.fixed, "train_examples": len(setup.train_tokens),
               "dev_examples": len(setup.dev_tokens), "test_examples": len(setup.data.test),
               **{f"fidelity.{k}": v for k, v in dataclasses.asdict(config.fidelity).items()}}
     run_id = tracker.start_search(name, params, objectives)
     line = ProgressLine(config.trials, enabled=progress)
-    monitor = _Monitor(objectives, tracker, line, config.reference_point)
+    monitor = _Monitor(objectives, tracker, line, config.reference_point, outcome_constraints(config, objectives))
     try:
         timings = run_trials(setup, optimizer, trials=config.trials, concurrency=config.concurrency,
                              listeners=[monitor], storage=out_dir / "ray" / name,

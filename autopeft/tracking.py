@@ -20,6 +20,7 @@ from autopeft.records import ObjectiveInfo, TrialRecord
 
 ROLE = "autopeft.role"
 STATUS = "autopeft.status"
+FEASIBLE = "autopeft.feasible"  # "false" on a completed trial that breaks an outcome constraint
 PARETO = "autopeft.pareto"
 PARENT = "mlflow.parentRunId"
 MAX_PARAM = 6000  # MLflow's limit on a param value's length
@@ -77,6 +78,8 @@ class SearchTracker:
         values = {**record.metrics, **record.objectives}
         metrics = [Metric(k, float(v), _now_ms(), 0) for k, v in values.items()]
         tags = [RunTag(STATUS, record.status)]
+        if record.status == "completed":
+            tags.append(RunTag(FEASIBLE, str(record.feasible).lower()))
         if record.error:
             tags.append(RunTag("autopeft.error", record.error[:5000]))
         self.client.log_batch(record.run_id, metrics=metrics, tags=tags)

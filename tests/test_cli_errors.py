@@ -94,3 +94,10 @@ def test_objective_file_without_the_function(tmp_path, out, capsys) -> None:
 def test_front_without_any_search(out, capsys) -> None:
     code = main(["front", "--output-dir", str(out)])
     assert code == 2 and "no search found" in capsys.readouterr().err
+
+
+def test_outcome_constraint_on_an_unknown_metric(tmp_path, out, capsys) -> None:
+    config = tmp_path / "search.yaml"
+    config.write_text("optimizer_options:\n  outcome_constraints: {peak_mem: ['<=', 100]}\n")
+    code, err = run_cli(["--config", str(config)], out, capsys)
+    assert_clean_failure(code, err, out, "outcome_constraints", "unknown metric 'peak_mem'")

@@ -14,6 +14,7 @@ from peft import PeftModel
 from transformers import AutoModelForSequenceClassification
 
 import autopeft
+from autopeft.cli import main
 from autopeft.tasks import demo_model_path
 
 pytestmark = pytest.mark.slow
@@ -104,3 +105,21 @@ def test_python_api_with_a_custom_objective_that_fails_once(tiny_model_dir, sent
     errors = [c.data.tags.get("autopeft.error", "") for c in children
               if c.data.tags["autopeft.status"] == "failed"]
     assert len(children) == 4 and len(errors) == 1 and "flaky objective" in errors[0]
+
+
+def test_trials_outside_the_outcome_constraints_stay_off_the_front(tiny_model_dir, sentiment_csv, tmp_path,
+                                                                  capsys) -> None:
+    config = tmp_path / "search.yaml"
+    config.write_text(f"task: classification\nmodel: {tiny_model_dir}\n"
+                      f"data: {{train_file: {sentiment_csv}, text_column: review, label_column: verdict}}\n"
+                      "trials: 2\noptimizer: mobo\n"
+                      "optimizer_options: {n_initial: 2, outcome_constraints: {dev_accuracy: ['>=', 2.0]}}\n"
+                      "fidelity: {max_train_examples: 32, max_length: 32}\n")
+    code = main(["search", "--config", str(config), "--output-dir", str(tmp_path / "runs"), "--quiet"])
+    captured = capsys.readouterr()
+    assert code == 1 and "no completed trial met the outcome constraints" in captured.err
+    assert "2 outside the outcome constraints" in captured.out
+    _, parents, children = runs_of(f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}", "autopeft")
+    assert [c.data.tags["autopeft.status"] for c in children] == ["completed", "completed"]
+    assert {c.data.tags["autopeft.feasible"] for c in children} == {"false"}
+    assert {c.data.tags["autopeft.pareto"] for c in children} == {"false"}

@@ -1,0 +1,36 @@
+"""The front and hypervolume over trial records, with outcome constraints."""
+
+from __future__ import annotations
+
+import math
+
+from autopeft.optimizers.outcomes import parse_constraints
+from autopeft.records import ObjectiveInfo, TrialRecord, front_of, hypervolume_history, meets
+
+OBJECTIVES = [ObjectiveInfo("accuracy", "maximize"), ObjectiveInfo("trainable_percent", "minimize")]
+
+
+def record(number, accuracy, percent, memory=None, status="completed"):
+    metrics = {} if memory is None else {"peak_memory_mb": memory}
+    return TrialRecord(number, f"t{number}", {}, status=status,
+                       objectives={"accuracy": accuracy, "trainable_percent": percent}, metrics=metrics)
+
+
+def test_meets_reads_objectives_by_index_and_metrics_by_name():
+    constraints = parse_constraints({"peak_memory_mb": ["<=", 100], 1: ["<=", 0.5]}, 2)
+    assert meets(record(1, 0.7, 0.4, memory=90), constraints, OBJECTIVES)
+    assert not meets(record(2, 0.7, 0.6, memory=90), constraints, OBJECTIVES)
+    assert not meets(record(3, 0.7, 0.4, memory=120), constraints, OBJECTIVES)
+    assert not meets(record(4, 0.7, 0.4), constraints, OBJECTIVES)  # not reported: not met
+
+
+def test_infeasible_trials_leave_the_front_and_add_no_hypervolume():
+    records = [record(1, 0.6, 0.1), record(2, 0.9, 0.2, memory=500), record(3, 0.8, 0.3, memory=50)]
+    constraints = parse_constraints({"peak_memory_mb": ["<=", 100]}, 2)
+    for r in records:
+        r.feasible = meets(r, constraints, OBJECTIVES)
+    assert [r.number for r in front_of(records, OBJECTIVES)] == [3]  # 1 has no memory figure
+    curve = hypervolume_history(records, OBJECTIVES, reference=[0.5, 1.0])
+    assert curve[:2] == [0.0, 0.0] and math.isclose(curve[2], 0.3 * 0.7)
+    records[1].feasible = True
+    assert [r.number for r in front_of(records, OBJECTIVES)] == [2]
