@@ -1,13 +1,19 @@
 """The SAAS fully Bayesian GP [Eriksson2021], fitted by NUTS with one compiled sampler reused
 across fits.
 
-BoTorch's ``fit_fully_bayesian_model_nuts`` samples ``SaasPyroModel.sample``, which reads the
-training data from the model object: JAX sees the data as constants, so every fit traces and
-compiles NUTS again (6-9 s of a 12 s fit at 100 observations, paid for every objective at every
-ask). Here the same prior and likelihood take the data as arguments (numpyro's
-``jit_model_args``) and the data are padded to a multiple of ``_BUCKET`` rows, so one compiled
-sampler serves every objective and every ask until the data outgrow the bucket. The samples are
-loaded into BoTorch's ``SaasFullyBayesianSingleTaskGP`` as BoTorch's own fit would load them.
+BoTorch's ``fit_fully_bayesian_model_nuts`` runs numpyro's ``MCMC`` on ``SaasPyroModel.sample``,
+which reads the training data from the model object. Two costs follow, both measured here:
+every fit compiles NUTS again (6-9 s of a 12 s fit at 100 observations, for every objective
+at every ask), and the compiled code is never released, so a process that fits a few
+hundred models runs out of memory maps ("LLVM compilation error: Cannot allocate memory";
+vm.max_map_count is 65530, and each fit added about 600). numpyro's ``jit_model_args`` does
+not help: ``MCMC.run`` hands its sampling loop a fresh jit wrapper as a static argument, so
+the loop compiles anew on every call.
+
+Here the same prior and likelihood take the data as arguments, numpyro's NUTS kernels run
+in one ``lax.scan`` jitted by us, and the data are padded to a multiple of ``_BUCKET`` rows:
+one compilation serves every objective and every ask until the data outgrow the bucket. The
+draws load into BoTorch's ``SaasFullyBayesianSingleTaskGP`` as BoTorch's own fit loads them.
 
 Padding is exact: a padded row has no covariance with any other row, unit variance and a zero
 target, so it adds a constant to the log density and nothing to its gradient.
@@ -19,6 +25,7 @@ target, so it adds a constant to the log density and nothing to its gradient.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -28,7 +35,8 @@ import numpyro
 import numpyro.distributions as dist
 from botorch.models.fully_bayesian import SaasFullyBayesianSingleTaskGP, SaasPyroModel, matern52_kernel
 from botorch.models.transforms.outcome import Standardize
-from numpyro.infer import MCMC, NUTS
+from numpyro.infer.hmc import hmc
+from numpyro.infer.util import initialize_model
 from torch import Tensor
 
 _BUCKET = 16  # rows: the padded size grows in these steps, one compilation per step
@@ -39,8 +47,8 @@ _MAX_TREE_DEPTH = 6  # BoTorch's default for NUTS
 _PRIOR = SaasPyroModel()
 _PRIOR.train_Yvar_jax = None  # noise is inferred
 
-_samplers: dict[tuple[int, int, int], MCMC] = {}
-_lock = threading.Lock()  # one MCMC object runs one chain at a time
+_chains: dict[tuple[int, int], Callable] = {}  # (warmup, samples) -> jitted chain
+_lock = threading.Lock()
 
 
 def saas_model(X: jax.Array, y: jax.Array, real: jax.Array) -> None:
@@ -68,13 +76,31 @@ def padded(X: np.ndarray, y: np.ndarray, bucket: int = _BUCKET) -> tuple[np.ndar
             np.concatenate([y, np.zeros(size - n, dtype=y.dtype)]), real)
 
 
-def _sampler(d: int, warmup: int, samples: int) -> MCMC:
-    key = (d, warmup, samples)
-    if key not in _samplers:
-        _samplers[key] = MCMC(NUTS(saas_model, dense_mass=True, max_tree_depth=_MAX_TREE_DEPTH),
-                              num_warmup=warmup, num_samples=samples, progress_bar=False,
-                              jit_model_args=True)
-    return _samplers[key]
+def _chain(warmup: int, samples: int, example_args: tuple) -> Callable:
+    """A jitted ``chain(rng_key, init_params, *model_args) -> constrained draws`` for these
+    NUTS settings; JAX compiles it once per padded data shape."""
+    key = (warmup, samples)
+    if key not in _chains:
+        # The potential and postprocess functions take the model arguments (dynamic_args),
+        # so these kernels serve any data.
+        _, potential_gen, postprocess_gen, _ = initialize_model(
+            jax.random.PRNGKey(0), saas_model, model_args=example_args, dynamic_args=True)
+        init_kernel, sample_kernel = hmc(potential_fn_gen=potential_gen, algo="NUTS")
+
+        def chain(rng_key: jax.Array, init_params: Any, *args: jax.Array) -> dict[str, jax.Array]:
+            state = init_kernel(init_params, warmup, dense_mass=True, max_tree_depth=_MAX_TREE_DEPTH,
+                                model_args=args, rng_key=rng_key)
+
+            def step(state: Any, _: None) -> tuple[Any, Any]:
+                state = sample_kernel(state, model_args=args)
+                return state, state.z
+
+            _, z = jax.lax.scan(step, state, None, length=warmup + samples)
+            z = jax.tree.map(lambda v: v[warmup:], z)
+            return jax.vmap(postprocess_gen(*args))(z)
+
+        _chains[key] = jax.jit(chain)
+    return _chains[key]
 
 
 def fit_saas_nuts(X: Tensor, y: Tensor, *, seed: int, warmup: int = 128, samples: int = 64,
@@ -84,13 +110,13 @@ def fit_saas_nuts(X: Tensor, y: Tensor, *, seed: int, warmup: int = 128, samples
     gp = SaasFullyBayesianSingleTaskGP(X, y, outcome_transform=Standardize(m=1))
     # The pyro model holds the standardised targets that BoTorch's own fit would sample on.
     data = gp.pyro_model
-    Xp, yp, real = padded(data.train_X.detach().cpu().numpy(),
-                          data.train_Y.detach().cpu().numpy().reshape(-1))
+    args = tuple(jnp.asarray(a) for a in padded(data.train_X.detach().cpu().numpy(),
+                                                 data.train_Y.detach().cpu().numpy().reshape(-1)))
+    init_key, chain_key = jax.random.split(jax.random.PRNGKey(seed % 2**31))
     with _lock:
-        mcmc = _sampler(X.shape[-1], warmup, samples)
-        mcmc.run(jax.random.PRNGKey(seed % 2**31), jnp.asarray(Xp), jnp.asarray(yp), jnp.asarray(real))
-        draws: dict[str, Any] = mcmc.get_samples()
-    draws = gp.pyro_model.postprocess_mcmc_samples(mcmc_samples=dict(draws))
+        init_params, *_ = initialize_model(init_key, saas_model, model_args=args, dynamic_args=True)
+        draws = _chain(warmup, samples, args)(chain_key, init_params, *args)
+    draws = gp.pyro_model.postprocess_mcmc_samples(mcmc_samples={k: v for k, v in draws.items() if k != "Y"})
     gp.load_mcmc_samples({k: v[::thinning] for k, v in draws.items()})
     gp.eval()
     return gp
