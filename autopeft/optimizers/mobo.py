@@ -243,12 +243,6 @@ class MOBO(Optimizer):
         front = pool[pareto_mask(pool, self.directions)]
         ref = to_maximization(infer_reference(front, self.directions, given=self.reference_point)[None, :],
                               self.directions)[0]
-        if not (to_maximization(front, self.directions) > ref).all(axis=1).any():
-            # No trial beats the user's reference in every objective yet: the hypervolume
-            # above it is zero at every observation, and its improvement points nowhere (a
-            # SAAS run on DTLZ2 never reached the box in 40 evaluations). Until one does,
-            # improve on the current front, as with an inferred reference.
-            ref = to_maximization(infer_reference(front, self.directions)[None, :], self.directions)[0]
         warps = [CopulaWarp(Y[:, i]) if self.copula else None for i in range(m)]
         columns = [w(Y[:, i]) if w else Y[:, i] for i, w in enumerate(warps)]
         ref = np.array([w(r) if w else r for r, w in zip(ref, warps)])
