@@ -182,7 +182,8 @@ def run_trials(setup: SearchSetup, optimizer: Optimizer, *, trials: int, concurr
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     started_here = not ray.is_initialized()
     if started_here:
-        ray.init(address=ray_address, include_dashboard=False, log_to_driver=False,
+        # "local": without it Ray joins whatever cluster `ray start` left on this machine.
+        ray.init(address=ray_address or "local", include_dashboard=False, log_to_driver=False,
                  configure_logging=False, logging_level="ERROR")
         timings["ray_start_seconds"] = time.perf_counter() - started
     try:
