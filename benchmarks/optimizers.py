@@ -198,7 +198,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--problems", nargs="+", default=list(problems()))
     parser.add_argument("--optimizers", nargs="+",
-                        default=["random", "tpe", "nsga2", "optuna-gp", "mobo-gp", "optuna-botorch"])
+                        default=["random", "tpe", "nsga2", "optuna-gp", "optuna-botorch", "mobo-gp",
+                                 "mobo-saas"])
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--evals", type=int, default=40)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
