@@ -49,7 +49,7 @@ def run(args: argparse.Namespace, path: Path) -> None:
                 continue
             with tempfile.TemporaryDirectory() as out:
                 result = autopeft.search(
-                    task="demo", trials=args.trials, optimizer=name, seed=seed,
+                    task="demo", trials=args.trials, optimizer=name, seed=seed, concurrency=args.concurrency,
                     max_train_examples=args.max_train_examples, max_eval_examples=args.max_eval_examples,
                     max_length=args.max_length, batch_size=args.batch_size, space=str(args.space),
                     output_dir=out,
@@ -126,6 +126,8 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--space", type=Path, default=Path(__file__).parent / "real_task_space.yaml")
+    parser.add_argument("--concurrency", type=int, default=1,
+                        help="trials at a time (random search proposes the same trials at any value)")
     parser.add_argument("--ray-address", default=None, help="an existing Ray cluster ('auto': the local one)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/real_task"))
     parser.add_argument("--report", action="store_true", help="only print the table")
