@@ -48,6 +48,8 @@ _PRIOR = SaasPyroModel()
 _PRIOR.train_Yvar_jax = None  # noise is inferred
 
 _chains: dict[tuple[int, int], Callable] = {}  # (warmup, samples) -> jitted chain
+# numpyro's hmc() kernels keep their settings in closure variables that init_kernel sets
+# while JAX traces it: two fits must not trace at once.
 _lock = threading.Lock()
 
 
