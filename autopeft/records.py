@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from autopeft.optimizers.outcomes import OutcomeConstraint
+from autopeft.optimizers.outcomes import OutcomeConstraint, constraint_value
 from autopeft.pareto import hypervolume_curve, infer_reference, pareto_mask
 
 COST_KEYS = ("trainable_params", "trainable_percent", "peak_memory_mb", "train_seconds",
@@ -56,12 +56,10 @@ def objective_matrix(records: list[TrialRecord], objectives: list[ObjectiveInfo]
 def meets(record: TrialRecord, constraints: Sequence[OutcomeConstraint],
           objectives: list[ObjectiveInfo]) -> bool:
     """Whether ``record`` meets every outcome constraint (a value it did not report does not)."""
-    for c in constraints:
-        name = objectives[c.target].name if isinstance(c.target, int) else c.target
-        value = record.objectives.get(name, record.metrics.get(name, math.nan))
-        if not (math.isfinite(value) and c.satisfied(value)):
-            return False
-    return True
+    values = [record.objectives.get(o.name, math.nan) for o in objectives]
+    named = {**record.metrics, **record.objectives}
+    return all(math.isfinite(v := constraint_value(c, values, named)) and c.satisfied(v)
+               for c in constraints)
 
 
 def front_of(records: list[TrialRecord], objectives: list[ObjectiveInfo]) -> list[TrialRecord]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from autopeft.errors import ConfigError
 from autopeft.optimizers import make_optimizer
@@ -17,12 +16,7 @@ FAST = {"n_initial": 6, "n_candidates": 200, "mc_samples": 16}
 TINY_NUTS = {"surrogate": "saas", "saas_warmup": 16, "saas_samples": 8, "saas_thinning": 4}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ import statistics
 
 import numpy as np
 import pytest
-import torch
 
 from autopeft.errors import ConfigError, SpaceError
 from autopeft.optimizers import make_optimizer, optimizer_names
@@ -24,14 +23,7 @@ NAMES = ["mobo", "nsga2", "random", "tpe"]
 OPTIONS = {"mobo": {"n_initial": 6, "n_candidates": 300, "mc_samples": 32}}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Small GP fits on a shared 2-core machine are many times slower with 2 intra-op threads
-    # than with 1 whenever another process is busy.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -6,19 +6,13 @@ import math
 
 import optuna
 import pytest
-import torch
 
 from autopeft.optimizers import MOBOSampler
 from autopeft.optimizers.sampler import to_search_space
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def objective(trial: optuna.Trial) -> tuple[float, float]:

@@ -44,7 +44,8 @@ class Optimizer(ABC):
 
 def sample_unseen(space: SearchSpace, rng: np.random.Generator, asked: Collection[tuple],
                   draws: int = 1000) -> Config:
-    """A uniformly drawn valid configuration whose key is not in ``asked``."""
+    """A uniformly drawn valid configuration whose key is not in ``asked``; after ``draws``
+    draws without one the space counts as exhausted."""
     for _ in range(draws):
         config = space.sample(rng)
         if space.key(config) not in asked:

@@ -56,7 +56,6 @@ __all__ = ["MOBO", "register_surrogate", "surrogate_names"]
 
 _log = logging.getLogger(__name__)
 
-_MAX_DRAWS = 1000  # uniform draws without a new configuration before the space counts as exhausted
 _BATCH = 256  # candidates per acquisition call; bounds the memory of the MC evaluation
 _MIN_MC_PER_DRAW = 8  # MC samples per posterior draw of a fully Bayesian surrogate
 # Candidates that a fully Bayesian surrogate scores with qLogNEHVI after a qLogEHVI screen.
@@ -166,7 +165,7 @@ class MOBO(Optimizer):
             self._observed.append((config, y, c))
 
     def _random_new(self) -> Config:
-        return sample_unseen(self.space, self._rng, self._asked, _MAX_DRAWS)
+        return sample_unseen(self.space, self._rng, self._asked)
 
     def _encode(self, configs: Sequence[Config]) -> Tensor:
         """``len(configs) x d`` double tensor of encoded configurations."""

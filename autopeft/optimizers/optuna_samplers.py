@@ -27,7 +27,6 @@ from autopeft.space import Bool, Choice, Config, Dimension, Float, Int, SearchSp
 from autopeft.space.dimensions import Value
 
 _MAX_RETRIES = 200  # rejected Optuna suggestions per ask before drawing uniformly instead
-_MAX_DRAWS = 1000  # uniform draws without a new configuration before the space counts as exhausted
 
 
 @contextmanager
@@ -132,7 +131,7 @@ class OptunaOptimizer(Optimizer):
         return config
 
     def _random_new(self) -> Config:
-        return sample_unseen(self.space, self._rng, self._asked, _MAX_DRAWS)
+        return sample_unseen(self.space, self._rng, self._asked)
 
 
 @register_optimizer("random")
