@@ -28,8 +28,9 @@ class TrialOutput:
     """Everything a trial produced, handed to each objective.
 
     ``predictions`` and ``labels`` are the dev split's; ``metrics`` the task's dev metrics
-    (best epoch); ``cost`` the measured figures (``trainable_params``, ``trainable_percent``,
-    ``peak_memory_mb``, ``train_seconds``, ``examples_per_second``).
+    (best epoch); ``cost`` the figures measured on the saved model over all training stages
+    (``trainable_params``, ``trainable_percent``, ``base_params``, ``peak_memory_mb``,
+    ``train_seconds``, ``examples_per_second``).
     """
 
     config: dict[str, Any]
@@ -85,6 +86,7 @@ BUILTIN: dict[str, Objective] = {
     "accuracy": Objective("accuracy", "maximize", _metric("accuracy")),
     "trainable_percent": Objective("trainable_percent", "minimize", _cost("trainable_percent")),
     "trainable_params": Objective("trainable_params", "minimize", _cost("trainable_params")),
+    "base_params": Objective("base_params", "minimize", _cost("base_params")),
     "peak_memory_mb": Objective("peak_memory_mb", "minimize", _cost("peak_memory_mb")),
     "train_seconds": Objective("train_seconds", "minimize", _cost("train_seconds")),
     "examples_per_second": Objective("examples_per_second", "maximize", _cost("examples_per_second")),

@@ -14,7 +14,7 @@ import pandas as pd
 from autopeft.optimizers.outcomes import OutcomeConstraint, constraint_value
 from autopeft.pareto import hypervolume_curve, infer_reference, pareto_mask
 
-COST_KEYS = ("trainable_params", "trainable_percent", "peak_memory_mb", "train_seconds",
+COST_KEYS = ("trainable_params", "trainable_percent", "base_params", "peak_memory_mb", "train_seconds",
              "examples_per_second")
 
 
@@ -35,6 +35,9 @@ class TrialRecord:
     pareto: bool = False
     test_metrics: dict[str, float] = field(default_factory=dict)
     feasible: bool = True  # meets the search's outcome constraints (if any)
+    strategy: str = "none"  # the training strategy the configuration uses
+    #: what the strategy decided (gates, selected layers, ranks, pruning figures)
+    strategy_report: dict[str, Any] = field(default_factory=dict)
 
     @property
     def name(self) -> str:

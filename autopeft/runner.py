@@ -7,6 +7,7 @@ single writer however many trials run at once.
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 from collections.abc import Iterator
@@ -30,6 +31,8 @@ from autopeft.trial import SearchSetup, run_trial
 
 STATUS = "autopeft_status"
 OBJECTIVE_PREFIX = "objective/"
+#: the result key holding the strategy's report, as JSON (Tune flattens nested results)
+STRATEGY_REPORT = "strategy_report"
 
 
 class TrialListener(Protocol):
@@ -151,7 +154,7 @@ def _trainable(params: dict, setup: SearchSetup | None = None, threads: int = 1)
             final = {STATUS: "completed", "best_epoch": result.best_epoch,
                      **{OBJECTIVE_PREFIX + k: v for k, v in result.objectives.items()},
                      **{f"dev_{k}": v for k, v in result.metrics.items()}, **result.cost,
-                     **result.timing}
+                     **result.timing, STRATEGY_REPORT: json.dumps(result.strategy)}
             tune.report(final, checkpoint=Checkpoint.from_directory(tmp))
     except Exception as err:  # a failing trial must never end the search: report it instead
         detail = traceback.format_exception_only(type(err), err)[-1].strip()

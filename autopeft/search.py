@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -24,10 +25,11 @@ from autopeft.progress import ProgressLine
 from autopeft.records import (ObjectiveInfo, TrialRecord, front_of, front_table, hypervolume_history, meets,
                               reference_for)
 from autopeft.report import format_front, plot_front_html, plot_front_png, plot_hypervolume_png
-from autopeft.runner import OBJECTIVE_PREFIX, run_trials
+from autopeft.runner import OBJECTIVE_PREFIX, STRATEGY_REPORT, run_trials
 from autopeft.measure import Stopwatch
-from autopeft.space import Config, load_space
+from autopeft.space import Config, SearchSpace, load_space
 from autopeft.space.space import Derive
+from autopeft.strategies import NO_STRATEGY, STRATEGY_PARAMETER, strategy_class
 from autopeft.tasks import DataSource, demo_model_path, load_demo_data, make_task
 from autopeft.tracking import SearchTracker
 from autopeft.training import Fidelity
@@ -130,6 +132,8 @@ class _ParameterCount:
     layout: ModelLayout
 
     def __call__(self, values: dict[str, Any]) -> dict[str, float]:
+        if not strategy_class(values.get(STRATEGY_PARAMETER) or NO_STRATEGY).keeps_parameter_count:
+            return {}  # the strategy decides the count while training: unknown beforehand
         count = self.builder.count_parameters(values, self.layout)
         if count is None:  # unknown for this configuration: constraints on it cannot hold
             return {}
@@ -161,8 +165,9 @@ class _Monitor:
     """Keeps the trial records and forwards each event to MLflow and the progress line."""
 
     def __init__(self, objectives: list[ObjectiveInfo], tracker: SearchTracker, progress: ProgressLine,
-                 reference: dict[str, float], constraints: list[OutcomeConstraint]) -> None:
+                 reference: dict[str, float], constraints: list[OutcomeConstraint], space: SearchSpace) -> None:
         self.objectives = objectives
+        self.space = space
         self.constraints = constraints
         self.tracker = tracker
         self.progress = progress
@@ -171,7 +176,8 @@ class _Monitor:
         self.tracking = Stopwatch()
 
     def on_start(self, trial_id: str, config: Config) -> None:
-        record = TrialRecord(len(self.records) + 1, trial_id, dict(config))
+        record = TrialRecord(len(self.records) + 1, trial_id, dict(config),
+                             strategy=self.space.assemble(config).get(STRATEGY_PARAMETER) or NO_STRATEGY)
         self.records[trial_id] = record
         with self.tracking:
             self.tracker.start_trial(record)
@@ -192,6 +198,7 @@ class _Monitor:
         record.metrics = {k: float(v) for k, v in result.items()
                           if k in _RESULT_METRICS or k.startswith("dev_")}
         record.feasible = meets(record, self.constraints, self.objectives)
+        record.strategy_report = json.loads(result.get(STRATEGY_REPORT) or "{}")
         record.adapter_dir = adapter_dir
         with self.tracking:
             self.tracker.finish_trial(record)
@@ -214,7 +221,7 @@ class _Monitor:
                              sum(r.status == "failed" for r in records), len(front), hv)
 
 
-_RESULT_METRICS = {"trainable_params", "trainable_percent", "peak_memory_mb", "train_seconds",
+_RESULT_METRICS = {"trainable_params", "trainable_percent", "base_params", "peak_memory_mb", "train_seconds",
                    "examples_per_second", "best_epoch", "eval_seconds", "trial_seconds"}
 
 
@@ -238,7 +245,8 @@ def run_search(config: SearchConfig, *, progress: bool = True) -> SearchResult:
               **{f"fidelity.{k}": v for k, v in dataclasses.asdict(config.fidelity).items()}}
     run_id = tracker.start_search(name, params, objectives)
     line = ProgressLine(config.trials, enabled=progress)
-    monitor = _Monitor(objectives, tracker, line, config.reference_point, outcome_constraints(config, objectives))
+    monitor = _Monitor(objectives, tracker, line, config.reference_point, outcome_constraints(config, objectives),
+                       setup.space)
     try:
         timings = run_trials(setup, optimizer, trials=config.trials, concurrency=config.concurrency,
                              listeners=[monitor], storage=out_dir / "ray" / name,

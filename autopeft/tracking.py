@@ -30,6 +30,19 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def flat_numbers(report: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """The numbers of a nested report as MLflow metric names (``flexora_gate.3``); lists of
+    records (a schedule) stay in the report's JSON artifact only."""
+    out: dict[str, float] = {}
+    for key, value in report.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, bool) or isinstance(value, (int, float)):
+            out[name] = float(value)
+        elif isinstance(value, dict):
+            out.update(flat_numbers(value, f"{name}."))
+    return out
+
+
 def experiment_id(client: MlflowClient, name: str, artifact_root: Path | None) -> str:
     found = client.get_experiment_by_name(name)
     if found is not None:
@@ -65,7 +78,7 @@ class SearchTracker:
                 "autopeft.trial_number": str(record.number)}
         run = self.client.create_run(self.experiment_id, run_name=record.name, tags=tags)
         record.run_id = run.info.run_id
-        self._log_params(record.run_id, record.config)
+        self._log_params(record.run_id, {"strategy": record.strategy, **record.config})
 
     def log_epoch(self, record: TrialRecord, point: dict[str, float]) -> None:
         step = int(point.get("epoch", 0))
@@ -82,7 +95,11 @@ class SearchTracker:
             tags.append(RunTag(FEASIBLE, str(record.feasible).lower()))
         if record.error:
             tags.append(RunTag("autopeft.error", record.error[:5000]))
+        report = {k: v for k, v in record.strategy_report.items() if k != "name"}
+        metrics += [Metric(k, v, _now_ms(), 0) for k, v in flat_numbers(report).items()]
         self.client.log_batch(record.run_id, metrics=metrics, tags=tags)
+        if report:
+            self.client.log_dict(record.run_id, record.strategy_report, "strategy.json")
         self.client.set_terminated(record.run_id, status=status)
 
     def finish_search(self, records: list[TrialRecord], hypervolume: list[float],

@@ -1,16 +1,17 @@
-"""The low-fidelity training loop of a trial.
+"""The low-fidelity training loop of a trial, and the hooks that strategies plug into it.
 
 Written by hand rather than with ``transformers.Trainer``: a trial needs a NaN check on
-every step, the dev metric after every epoch with the best epoch's adapter kept, and (for
-the training strategies to come) hooks inside the step; a short loop says all of that more
-plainly than Trainer subclasses and callbacks would.
+every step, the dev metric after every epoch with the best epoch's adapter kept, and hooks
+inside the step (training strategies, AdaLoRA's rank budget); a short loop says all of that
+more plainly than Trainer subclasses and callbacks would.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
@@ -51,15 +52,16 @@ class Hyperparameters:
 
 @dataclass
 class TrainOutcome:
-    best: Evaluation
+    best: Evaluation | None
     best_epoch: int
     curves: list[dict[str, float]] = field(default_factory=list)
     train_seconds: float = 0.0
     eval_seconds: float = 0.0
     examples_seen: int = 0
+    steps: int = 0
 
 
-def _to(batch: dict, device: torch.device) -> dict:
+def to_device(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device) for k, v in batch.items()}
 
 
@@ -69,59 +71,237 @@ def planned_steps(batches_per_epoch: int, fidelity: Fidelity) -> int:
     return min(total, fidelity.max_steps) if fidelity.max_steps else total
 
 
-def train(model: torch.nn.Module, task: Task, train_loader: DataLoader, dev_loader: DataLoader,
+def linear_warmup_decay(warmup: int, total: int, start: int = 0) -> Callable[[int], float]:
+    """The lr factor at scheduler step ``s``: 0 -> 1 over ``warmup`` steps from ``start``, then
+    linearly to 0 at ``total`` (transformers' linear schedule, restarted at ``start``)."""
+
+    def factor(step: int) -> float:
+        local = step - start
+        if local < warmup:
+            return max(0.0, local / max(1, warmup))
+        return max(0.0, (total - step) / max(1, total - start - warmup))
+
+    return factor
+
+
+@dataclass
+class TrainingLoop:
+    """What the hooks see of a running loop; they may read everything and call its methods."""
+
+    model: torch.nn.Module
+    task: Task
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    train_loader: DataLoader
+    device: torch.device
+    total_steps: int
+    warmup_steps: int
+    hp: Hyperparameters
+    #: optimizer steps taken so far (0 during the first step)
+    step: int = 0
+    epoch: int = 1
+    #: the task loss of the current step (set before ``before_optimizer_step``)
+    loss: torch.Tensor | None = None
+
+    def add_parameters(self, params: Sequence[torch.nn.Parameter], *, lr: float | None = None,
+                       warmup_steps: int | None = None, weight_decay: float | None = None) -> None:
+        """Train ``params`` from the next step on, as a new optimizer group with its own warm-up
+        restarted now and the same linear decay to 0 at the end.
+
+        ``LambdaLR`` keeps one lambda and one base rate per group and, in torch 2.13, raises
+        on the next ``step()`` when a group was added without extending both: done here.
+        """
+        lr = self.hp.learning_rate if lr is None else lr
+        group = {"params": list(params), "lr": 0.0, "initial_lr": lr,
+                 "weight_decay": self.hp.weight_decay if weight_decay is None else weight_decay}
+        self.optimizer.add_param_group(group)
+        warmup = self.warmup_steps if warmup_steps is None else warmup_steps
+        # The scheduler's counter is already ``step + 1`` when hooks run after its step.
+        factor = linear_warmup_decay(warmup, self.total_steps, start=self.scheduler.last_epoch)
+        self.scheduler.lr_lambdas.append(factor)
+        self.scheduler.base_lrs.append(lr)
+        group["lr"] = lr * factor(self.scheduler.last_epoch)
+
+
+class TrainingHooks:
+    """Optional hooks into the training loop; each does nothing unless overridden.
+
+    Call order in :func:`train`::
+
+        optimizer_groups(model)                  # extra parameter groups, at optimizer creation
+        on_train_start(loop)
+        per step:  before_step(loop, batch)       # e.g. choose which layers train
+                   task loss + extra_loss(loop, batch), NaN check, backward
+                   before_optimizer_step(loop)    # gradients are there
+                   optimizer.step(); scheduler.step()
+                   after_optimizer_step(loop)     # gradients still there; may add parameters
+                   zero_grad
+        per epoch: on_epoch_end(loop, evaluation) # evaluation is None in stages without dev
+        on_train_end(loop)
+
+    Hooks of several owners (the adapter, the strategy) run in the order they are given.
+    """
+
+    #: False for hooks that change the model's shape while it trains (ranks grown): an
+    #: earlier epoch's weights would no longer fit, so the loop keeps the last epoch
+    restorable: bool = True
+
+    def optimizer_groups(self, model: torch.nn.Module) -> list[dict[str, Any]]:
+        """Extra optimizer groups (``{"params": [...], "lr": ...}``); their parameters are left
+        out of the default group."""
+        return []
+
+    def on_train_start(self, loop: TrainingLoop) -> None: ...
+
+    def before_step(self, loop: TrainingLoop, batch: dict[str, torch.Tensor]) -> None: ...
+
+    def extra_loss(self, loop: TrainingLoop, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """A term added to the task loss of this step (a regulariser), or ``None``."""
+        return None
+
+    def before_optimizer_step(self, loop: TrainingLoop) -> None: ...
+
+    def after_optimizer_step(self, loop: TrainingLoop) -> None: ...
+
+    def on_epoch_end(self, loop: TrainingLoop, evaluation: Evaluation | None) -> None: ...
+
+    def on_train_end(self, loop: TrainingLoop) -> None: ...
+
+
+def _optimizer(model: torch.nn.Module, hp: Hyperparameters, hooks: Sequence[TrainingHooks]
+               ) -> torch.optim.Optimizer:
+    extra = [g for h in hooks for g in h.optimizer_groups(model)]
+    taken = {id(p) for g in extra for p in g["params"]}
+    params = [p for p in model.parameters() if p.requires_grad and id(p) not in taken]
+    groups = [{"params": params}] + [{"weight_decay": 0.0, **g} for g in extra]
+    return torch.optim.AdamW(groups, lr=hp.learning_rate, weight_decay=hp.weight_decay)
+
+
+def _cycle(loader: Iterable[dict], epochs: int | None) -> Iterator[tuple[int, dict]]:
+    """(epoch, batch) pairs over ``epochs`` passes, or endlessly when ``epochs`` is None."""
+    epoch = 1
+    while epochs is None or epoch <= epochs:
+        empty = True
+        for batch in loader:
+            empty = False
+            yield epoch, batch
+        if empty:
+            return
+        epoch += 1
+
+
+def train(model: torch.nn.Module, task: Task, train_loader: DataLoader, dev_loader: DataLoader | None,
           hp: Hyperparameters, fidelity: Fidelity, device: torch.device,
           on_epoch: Callable[[dict[str, float]], None] | None = None,
-          step_hook: Callable[[int], None] | None = None) -> TrainOutcome:
-    """Train the trainable parameters of ``model``; keep the epoch with the best dev metric.
-    ``step_hook(step)`` runs after every optimizer step, before gradients are cleared."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=hp.learning_rate, weight_decay=hp.weight_decay)
-    total = planned_steps(len(train_loader), fidelity)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(hp.warmup_ratio * total), total)
-    clock, eval_clock = Stopwatch(), Stopwatch()
-    outcome: TrainOutcome | None = None
-    best_state: dict[str, torch.Tensor] = {}
-    step = seen = 0
-    for epoch in range(1, fidelity.epochs + 1):
+          hooks: Sequence[TrainingHooks] = (), steps: int | None = None) -> TrainOutcome:
+    """Train the trainable parameters of ``model`` for ``steps`` optimizer steps (default: the
+    fidelity's epochs, capped by ``max_steps``).
+
+    With a ``dev_loader`` the dev metric is computed after every epoch and the epoch with the
+    best one is kept (its weights restored at the end, unless a hook changes the model's
+    shape while training: then the last epoch is kept); without one (a strategy's search or
+    estimation stage) the loop just trains, for as many passes as ``steps`` needs.
+    """
+    evaluating = dev_loader is not None
+    total = planned_steps(len(train_loader), fidelity) if steps is None else steps
+    optimizer = _optimizer(model, hp, hooks)
+    warmup = int(hp.warmup_ratio * total)
+    scheduler = get_linear_schedule_with_warmup(optimizer, warmup, total)
+    loop = TrainingLoop(model, task, optimizer, scheduler, train_loader, device, total, warmup, hp)
+    keep_best = evaluating and all(h.restorable for h in hooks)
+    outcome = TrainOutcome(best=None, best_epoch=0)
+    epochs = _Epochs(loop, outcome, dev_loader, hooks, on_epoch, keep_best)
+    wall = Stopwatch()
+    with wall:
+        for hook in hooks:
+            hook.on_train_start(loop)
         model.train()
-        losses = []
-        with clock:
-            for batch in train_loader:
-                if step >= total:
-                    break
-                loss = task.loss(model, _to(batch, device))
-                if not math.isfinite(loss.item()):
-                    raise TrialError(f"training loss is {loss.item()} at step {step + 1}")
-                loss.backward()
-                optimizer.step()
-                scheduler.step()
-                if step_hook is not None:
-                    step_hook(step)
-                optimizer.zero_grad(set_to_none=True)
-                losses.append(loss.item())
-                seen += len(next(iter(batch.values())))
-                step += 1
-        model.eval()
-        with eval_clock:
-            evaluation = task.evaluate(model, (_to(b, device) for b in dev_loader))
-        point = {"epoch": float(epoch), "train_loss": sum(losses) / max(len(losses), 1),
-                 "dev_loss": evaluation.loss, **{f"dev_{k}": v for k, v in evaluation.metrics.items()}}
-        if on_epoch:
-            on_epoch(point)
-        metric = evaluation.metrics[task.primary_metric]
-        if outcome is None or metric > outcome.best.metrics[task.primary_metric]:
-            best_state = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-            outcome = TrainOutcome(evaluation, epoch, outcome.curves if outcome else [])
-        outcome.curves.append(point)
-        if step >= total:
-            break
-    if outcome.best_epoch != len(outcome.curves):
-        with torch.no_grad():
-            for name, param in model.named_parameters():
-                if name in best_state:
-                    param.copy_(best_state[name])
-    outcome.train_seconds = clock.seconds
-    outcome.eval_seconds = eval_clock.seconds
-    outcome.examples_seen = seen
+        for epoch, batch in _cycle(train_loader, fidelity.epochs if evaluating else None):
+            if loop.step >= total:
+                break
+            if epoch != loop.epoch:
+                epochs.end()
+                loop.epoch = epoch
+            _step(loop, to_device(batch, device), hooks)
+            epochs.losses.append(loop.loss.item())
+            outcome.examples_seen += len(next(iter(batch.values())))
+        epochs.end()
+        for hook in hooks:
+            hook.on_train_end(loop)
+        epochs.restore_best()
+    outcome.eval_seconds = epochs.clock.seconds
+    outcome.train_seconds = wall.seconds - outcome.eval_seconds
+    outcome.steps = loop.step
     return outcome
+
+
+def _step(loop: TrainingLoop, batch: dict[str, torch.Tensor], hooks: Sequence[TrainingHooks]) -> None:
+    """One optimizer step, with the hooks in their documented order."""
+    for hook in hooks:
+        hook.before_step(loop, batch)
+    loss = loop.loss = loop.task.loss(loop.model, batch)
+    for hook in hooks:
+        extra = hook.extra_loss(loop, batch)
+        if extra is not None:
+            loss = loss + extra
+    if not math.isfinite(loss.item()):
+        raise TrialError(f"training loss is {loss.item()} at step {loop.step + 1}")
+    loss.backward()
+    for hook in hooks:
+        hook.before_optimizer_step(loop)
+    loop.optimizer.step()
+    loop.scheduler.step()
+    for hook in hooks:
+        hook.after_optimizer_step(loop)
+    loop.optimizer.zero_grad(set_to_none=True)
+    loop.step += 1
+
+
+class _Epochs:
+    """End-of-epoch work: dev evaluation, the curve point, the best epoch's weights, hooks."""
+
+    def __init__(self, loop: TrainingLoop, outcome: TrainOutcome, dev_loader: DataLoader | None,
+                 hooks: Sequence[TrainingHooks], on_epoch: Callable[[dict[str, float]], None] | None,
+                 keep_best: bool) -> None:
+        self.loop, self.outcome, self.dev_loader = loop, outcome, dev_loader
+        self.hooks, self.on_epoch, self.keep_best = hooks, on_epoch, keep_best
+        self.losses: list[float] = []
+        self.clock = Stopwatch()
+        self.best_state: dict[str, torch.Tensor] = {}
+
+    def end(self) -> None:
+        loop, evaluation = self.loop, None
+        if self.dev_loader is not None:
+            loop.model.eval()
+            with self.clock:
+                evaluation = loop.task.evaluate(loop.model, (to_device(b, loop.device) for b in self.dev_loader))
+            loop.model.train()
+            point = {"epoch": float(loop.epoch), "train_loss": sum(self.losses) / max(len(self.losses), 1),
+                     "dev_loss": evaluation.loss, **{f"dev_{k}": v for k, v in evaluation.metrics.items()}}
+            if self.on_epoch:
+                self.on_epoch(point)
+            metric = evaluation.metrics[loop.task.primary_metric]
+            best = self.outcome.best
+            if not self.keep_best or best is None or metric > best.metrics[loop.task.primary_metric]:
+                self.outcome.best, self.outcome.best_epoch = evaluation, loop.epoch
+                if self.keep_best:
+                    self._remember()
+            self.outcome.curves.append(point)
+        self.losses = []
+        for hook in self.hooks:
+            hook.on_epoch_end(loop, evaluation)
+
+    def _remember(self) -> None:
+        # What the optimizer trains, not what requires grad now: a strategy may have frozen
+        # part of it for the current step only (IST).
+        trained = {id(p) for group in self.loop.optimizer.param_groups for p in group["params"]}
+        self.best_state = {n: p.detach().clone() for n, p in self.loop.model.named_parameters()
+                           if id(p) in trained}
+
+    def restore_best(self) -> None:
+        if not self.keep_best or self.outcome.best_epoch == len(self.outcome.curves):
+            return
+        with torch.no_grad():
+            for name, param in self.loop.model.named_parameters():
+                if name in self.best_state:
+                    param.copy_(self.best_state[name])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 import warnings
 from collections.abc import Callable
@@ -19,15 +20,16 @@ from datasets import Dataset
 from torch.utils.data import DataLoader
 from transformers import AutoTokenizer, DataCollatorWithPadding
 
-from autopeft.adapters import BuildContext, get_adapter
-from autopeft.measure import PeakMemory, count_parameters
+from autopeft.adapters import AdapterBuilder, BuildContext, get_adapter
+from autopeft.loading import ADAPTER_INFO, load_adapter
+from autopeft.measure import PeakMemory, Stopwatch, count_parameters
 from autopeft.models import ModelLayout
 from autopeft.objectives import Objective, TrialOutput
 from autopeft.space import Config, SearchSpace
+from autopeft.strategies import StrategyContext, TrainingStrategy, make_strategy
 from autopeft.tasks.base import Evaluation, Task, TaskData
 from autopeft.training import Fidelity, Hyperparameters, planned_steps, train
 
-ADAPTER_INFO = "autopeft.json"
 
 
 @dataclass
@@ -55,6 +57,10 @@ class TrialResult:
     curves: list[dict[str, float]]
     best_epoch: int
     timing: dict[str, float] = field(default_factory=dict)
+    #: the training strategy's name and what it decided (gates, ranks, pruning figures)
+    strategy: dict[str, Any] = field(default_factory=dict)
+    #: the trained model as saved (only with ``run_trial(..., keep_model=True)``)
+    model: torch.nn.Module | None = field(default=None, repr=False)
 
 
 def pick_device() -> torch.device:
@@ -78,72 +84,116 @@ def loader(tokens: Dataset, tokenizer: Any, batch_size: int, shuffle: bool, seed
                       generator=generator, collate_fn=DataCollatorWithPadding(tokenizer))
 
 
+class _Trial:
+    """The pieces one trial's stages share: its values, loaders, strategy and adapter."""
+
+    def __init__(self, setup: SearchSetup, config: Config) -> None:
+        self.setup = setup
+        self.device = pick_device()
+        self.tokenizer = AutoTokenizer.from_pretrained(setup.model_path)
+        self.values = setup.space.assemble(config)
+        self.hp = Hyperparameters.from_values(self.values)
+        self.batch_size = self.hp.batch_size or setup.fidelity.batch_size
+        self.builder: AdapterBuilder = get_adapter(setup.space.spec)
+        planned = planned_steps(math.ceil(len(setup.train_tokens) / self.batch_size), setup.fidelity)
+        ctx = StrategyContext(setup.layout, self.device, setup.seed, setup.train_tokens, self.loader,
+                              self.batch_size, planned)
+        self.strategy: TrainingStrategy = make_strategy(self.values, ctx)
+
+    def loader(self, tokens: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
+        return loader(tokens, self.tokenizer, batch_size, shuffle, self.setup.seed)
+
+    def build(self, stage: str, total_steps: int, train_loader: DataLoader) -> tuple[torch.nn.Module, int]:
+        """The model of ``stage`` on the trial's device, and its base model's parameter count."""
+        quiet_libraries()
+        transformers.set_seed(self.setup.seed)
+        strategy = self.strategy
+        base = strategy.before_wrap(stage, self.setup.task.load_model(self.setup.model_path, self.setup.data))
+        base_params = count_parameters(base)[1]
+        ctx = BuildContext(self.setup.layout, self.setup.task.peft_task_type, total_steps,
+                           calibration=lambda: train_loader)
+        model = strategy.wrap(stage, base, strategy.stage_values(stage, self.values), ctx, self.builder)
+        return strategy.after_wrap(stage, model.to(self.device)), base_params
+
+
 def build_model(setup: SearchSetup, config: Config, total_steps: int = 0,
                 train_loader: DataLoader | None = None) -> torch.nn.Module:
-    """The base model with the adapter of ``config`` (trainable parts only trainable)."""
-    quiet_libraries()
-    transformers.set_seed(setup.seed)
-    base = setup.task.load_model(setup.model_path, setup.data)
-    values = setup.space.assemble(config)
-    ctx = BuildContext(setup.layout, setup.task.peft_task_type, total_steps,
-                       calibration=(lambda: train_loader) if train_loader is not None else None)
-    return get_adapter(setup.space.spec).apply(base, values, ctx)
+    """The model of ``config``'s first stage: the base model with its adapter (trainable parts
+    only trainable), as a trial builds it."""
+    trial = _Trial(setup, config)
+    stage = trial.strategy.stages[0]
+    batches = train_loader or trial.loader(setup.train_tokens, trial.batch_size, True)
+    return trial.build(stage, total_steps, batches)[0]
 
 
 def run_trial(setup: SearchSetup, config: Config, *, save_to: Path | None = None,
-              on_epoch: Callable[[dict[str, float]], None] | None = None) -> TrialResult:
-    """Train and evaluate ``config``; raises on failure (the runner records it)."""
+              on_epoch: Callable[[dict[str, float]], None] | None = None, keep_model: bool = False) -> TrialResult:
+    """Train ``config`` through its strategy's stages and evaluate it on dev; raises on failure
+    (the runner records it). Costs are measured on the model that is saved, over all stages."""
     started = time.perf_counter()
-    device = pick_device()
-    tokenizer = AutoTokenizer.from_pretrained(setup.model_path)
-    values = setup.space.assemble(config)
-    hp = Hyperparameters.from_values(values)
-    batch_size = hp.batch_size or setup.fidelity.batch_size
-    train_loader = loader(setup.train_tokens, tokenizer, batch_size, True, setup.seed)
-    dev_loader = loader(setup.dev_tokens, tokenizer, 64, False, setup.seed)
-    total_steps = planned_steps(len(train_loader), setup.fidelity)
-    model = build_model(setup, config, total_steps, train_loader).to(device)
-    trainable, total = count_parameters(model)
-    hook = get_adapter(setup.space.spec).step_hook(model)
-    with PeakMemory(device) as memory:
-        outcome = train(model, setup.task, train_loader, dev_loader, hp, setup.fidelity, device, on_epoch,
-                        step_hook=hook)
+    trial = _Trial(setup, config)
+    strategy, fidelity = trial.strategy, setup.fidelity
+    dev_loader = trial.loader(setup.dev_tokens, 64, False)
+    seen, eval_seconds = 0, 0.0
+    with PeakMemory(trial.device) as memory, Stopwatch() as wall:
+        for stage in strategy.stages:
+            strategy.stage = stage
+            last = stage == strategy.stages[-1]
+            train_loader = trial.loader(strategy.stage_data(stage, setup.train_tokens), trial.batch_size, True)
+            steps = strategy.stage_steps(stage, planned_steps(len(train_loader), fidelity) if last
+                                         else strategy.ctx.planned_steps)
+            model, base_params = trial.build(stage, steps, train_loader)
+            outcome = train(model, setup.task, train_loader, dev_loader if last else None, trial.hp, fidelity,
+                            trial.device, on_epoch if last else None,
+                            hooks=[*trial.builder.training_hooks(model), strategy], steps=steps)
+            seen += outcome.examples_seen
+            eval_seconds += outcome.eval_seconds
+        model = strategy.finalize(model)
+    trainable, _ = count_parameters(model)
+    # Every stage's training and the strategy's work between them; dev evaluation apart.
+    train_seconds = wall.seconds - eval_seconds
     cost = {
         "trainable_params": float(trainable),
         # The share of the base model (head included), as AutoPEFT reports it.
         "trainable_percent": 100.0 * trainable / setup.layout.num_parameters,
+        "base_params": float(base_params),
         "peak_memory_mb": memory.peak_mb,
-        "train_seconds": outcome.train_seconds,
-        "examples_per_second": outcome.examples_seen / max(outcome.train_seconds, 1e-9),
+        "train_seconds": train_seconds,
+        "examples_per_second": seen / max(train_seconds, 1e-9),
     }
-    output = TrialOutput(config=dict(config), values=values, model=model, tokenizer=tokenizer,
+    output = TrialOutput(config=dict(config), values=trial.values, model=model, tokenizer=trial.tokenizer,
                          predictions=outcome.best.predictions, labels=outcome.best.labels,
                          metrics=outcome.best.metrics, cost=cost, dev_batches=list(dev_loader),
-                         label_names=setup.data.label_names, device=str(device))
+                         label_names=setup.data.label_names, device=str(trial.device))
     objectives = {o.name: o(output) for o in setup.objectives}
     if save_to is not None:
-        save_adapter(model, save_to, setup, config)
-    timing = {"trial_seconds": time.perf_counter() - started, "eval_seconds": outcome.eval_seconds}
-    return TrialResult(objectives, outcome.best.metrics, cost, outcome.curves, outcome.best_epoch, timing)
+        save_adapter(model, save_to, setup, config, trial)
+    timing = {"trial_seconds": time.perf_counter() - started, "eval_seconds": eval_seconds}
+    return TrialResult(objectives, outcome.best.metrics, cost, outcome.curves, outcome.best_epoch, timing,
+                       {"name": strategy.name, **strategy.report()}, model if keep_model else None)
 
 
-def save_adapter(model: torch.nn.Module, path: Path, setup: SearchSetup, config: Config) -> None:
-    """The adapter's own format (PEFT's for PEFT methods), plus a note of where it came from
-    (PEFT ignores the extra file)."""
-    get_adapter(setup.space.spec).save(model, path)
+def save_adapter(model: torch.nn.Module, path: Path, setup: SearchSetup, config: Config,
+                 trial: _Trial) -> None:
+    """The adapter's own format (PEFT's for PEFT methods), what its strategy needs to load
+    it, and a note of where it came from (PEFT ignores the extra files)."""
+    trial.builder.save(model, path)
+    trial.strategy.save(model, path)
     info = {"base_model": setup.model_path, "task": setup.task.name, "config": config,
-            "label_names": setup.data.label_names, "space": setup.space.spec.name}
+            "label_names": setup.data.label_names, "space": setup.space.spec.name,
+            "adapter": setup.space.spec.adapter, "strategy": trial.strategy.name}
     (path / ADAPTER_INFO).write_text(json.dumps(info, indent=2, default=str))
 
 
 def evaluate_adapter(setup: SearchSetup, adapter_dir: Path, split: Dataset) -> Evaluation:
-    """Load a saved adapter onto a fresh base model (stock PeftModel.from_pretrained for PEFT
-    methods) and evaluate it on ``split`` (raw examples, e.g. the test split)."""
+    """Load a saved adapter onto a fresh base model (:func:`~autopeft.loading.load_adapter`:
+    stock PeftModel.from_pretrained for PEFT methods) and evaluate it on ``split`` (raw
+    examples, e.g. the test split)."""
     quiet_libraries()
     device = pick_device()
     tokenizer = AutoTokenizer.from_pretrained(setup.model_path)
     base = setup.task.load_model(setup.model_path, setup.data)
-    model = get_adapter(setup.space.spec).load(base, adapter_dir).to(device).eval()
+    model = load_adapter(base, adapter_dir).to(device).eval()
     tokens = setup.task.tokenize(split, tokenizer, setup.fidelity.max_length)
     batches = loader(tokens, tokenizer, 64, False, setup.seed)
     return setup.task.evaluate(model, ({k: v.to(device) for k, v in b.items()} for b in batches))

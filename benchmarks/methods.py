@@ -57,7 +57,7 @@ def measure(method: str, args: argparse.Namespace) -> dict:
     trainable, _ = count_parameters(model)
     outcome = train(model, setup.task, train_loader, dev_loader,
                     Hyperparameters.from_values(setup.space.assemble(trial_config)), setup.fidelity,
-                    torch.device("cpu"), step_hook=builder.step_hook(model))
+                    torch.device("cpu"), hooks=builder.training_hooks(model))
     batch = {k: v for k, v in next(iter(dev_loader)).items() if k != "labels"}
     with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
         builder.save(model, Path(tmp))

@@ -51,7 +51,7 @@ def test_method_trains_counts_and_reloads_to_identical_logits(family_setups, met
     if expected is not None:  # EVA redistributes rank from data, LoKr's factorisation varies
         assert expected == trainable, (method, values)
     train(model, setup.task, batches, batches, Hyperparameters(learning_rate=5e-3), setup.fidelity,
-          torch.device("cpu"), step_hook=builder.step_hook(model))
+          torch.device("cpu"), hooks=builder.training_hooks(model))
     builder.save(model, tmp_path)
     base = setup.task.load_model(setup.model_path, setup.data)
     reloaded = PeftModel.from_pretrained(base, str(tmp_path)).eval()

@@ -18,6 +18,7 @@ from peft import PeftConfig, PeftModel, get_peft_model
 from autopeft.errors import SpaceError
 from autopeft.models import ModelLayout
 from autopeft.space import SpaceSpec
+from autopeft.training import TrainingHooks
 
 #: parameters the training loop reads, whatever the adapter
 TRAINING_PARAMETERS = {"learning_rate", "weight_decay", "warmup_ratio", "batch_size"}
@@ -59,9 +60,9 @@ class AdapterBuilder(ABC):
         head included), or ``None`` where the builder cannot tell; constraints use it."""
         return None
 
-    def step_hook(self, model: torch.nn.Module) -> Callable[[int], None] | None:
-        """Called with the global step after every optimizer step (AdaLoRA's rank budget)."""
-        return None
+    def training_hooks(self, model: torch.nn.Module) -> list[TrainingHooks]:
+        """Hooks the adapter needs in the training loop of ``model`` (AdaLoRA's rank budget)."""
+        return []
 
     def save(self, model: torch.nn.Module, path: Path) -> None:
         """Write the trained adapter to the folder ``path``."""
@@ -91,17 +92,30 @@ def register_adapter(name: str) -> Callable[[type[AdapterBuilder]], type[Adapter
     return decorate
 
 
+def adapter_builder(name: str) -> AdapterBuilder:
+    """The builder registered as ``name``."""
+    if name not in _ADAPTERS:
+        raise SpaceError(f"unknown adapter '{name}'; choose one of {sorted(_ADAPTERS)}", key="adapter")
+    return _ADAPTERS[name]
+
+
 def get_adapter(spec: SpaceSpec) -> AdapterBuilder:
-    """The builder for ``spec``; checks that every parameter is one it (or training) reads."""
+    """The builder for ``spec``; checks that every parameter is one it, training or a training
+    strategy reads, and that the space's strategies work with this adapter."""
+    # Strategies build on adapters (they wrap and reshape them), so they import this module:
+    # the reverse import waits until a space is checked.
+    from autopeft.strategies import check_strategy_space, strategy_parameters
+
     builder = _ADAPTERS.get(spec.adapter)
     if builder is None:
         raise SpaceError(f"unknown adapter '{spec.adapter}'; choose one of {sorted(_ADAPTERS)}",
                          source=spec.source, key="adapter")
-    allowed = builder.parameters | TRAINING_PARAMETERS
+    allowed = builder.parameters | TRAINING_PARAMETERS | strategy_parameters()
     for name in spec.parameters:
         if name not in allowed:
             raise SpaceError(f"'{spec.adapter}' takes no parameter '{name}'; allowed are "
                              f"{sorted(allowed)}", source=spec.source, key=f"parameters.{name}",
                              line=spec.line_of(name))
     builder.check_space(spec)
+    check_strategy_space(spec)
     return builder

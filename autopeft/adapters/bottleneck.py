@@ -41,6 +41,7 @@ hook on ``ffn_down``.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -124,6 +125,11 @@ class FFNAdapters(nn.Module):
         self.serial = Bottleneck(hidden_size, serial_size, **kw) if serial_size else None
         self.parallel = Bottleneck(hidden_size, parallel_size, **kw) if parallel_size else None
         self.parallel_scale = parallel_scale
+        #: a factor on the adapters' whole contribution (training strategies: IST suppresses
+        #: a layer with it); 1.0 in a trained, saved model
+        self.scale: float = 1.0
+        #: a per-forward factor on the same (Flexora's gate), or None
+        self.gate: Callable[[], torch.Tensor] | None = None
         self._ffn_input: torch.Tensor | None = None
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
 
@@ -145,16 +151,20 @@ class FFNAdapters(nn.Module):
         self._ffn_input = args[0]
 
     def _adapt_output(self, module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
-        out = output
+        delta = torch.zeros((), dtype=output.dtype, device=output.device)
         if self.serial is not None:
-            out = out + self.serial(output)
+            delta = delta + self.serial(output)
         if self.parallel is not None:
             x, self._ffn_input = self._ffn_input, None
             if x is None:
                 raise RuntimeError("the parallel adapter found no FFN input: the layer's ffn_up "
                                    "projection did not run before its ffn_down projection")
-            out = out + self.parallel_scale * self.parallel(x)
-        return out
+            delta = delta + self.parallel_scale * self.parallel(x)
+        if self.scale != 1.0:
+            delta = delta * self.scale
+        if self.gate is not None:
+            delta = delta * self.gate()
+        return output + delta
 
     def extra_repr(self) -> str:
         return f"parallel_scale={self.parallel_scale}"

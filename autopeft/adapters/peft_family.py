@@ -24,6 +24,7 @@ from autopeft.adapters.placement import Placement, check_roles
 from autopeft.errors import SpaceError
 from autopeft.models import ModelLayout
 from autopeft.space import Scalar, SpaceSpec
+from autopeft.training import TrainingHooks, TrainingLoop
 
 PLACED = frozenset({"layers", "target_modules", "dropout"})
 RANKED = PLACED | {"rank", "alpha_multiplier"}
@@ -227,7 +228,18 @@ class PeftFamilyBuilder(AdapterBuilder):
         if initial is not None:
             save_converted(model, initial, path)
 
-    def step_hook(self, model: torch.nn.Module) -> Callable[[int], None] | None:
+    def training_hooks(self, model: torch.nn.Module) -> list[TrainingHooks]:
         if model.active_peft_config.peft_type != PeftType.ADALORA:
-            return None
-        return lambda step: model.base_model.update_and_allocate(step)
+            return []
+        return [AdaLoraBudget(model)]
+
+
+class AdaLoraBudget(TrainingHooks):
+    """AdaLoRA's rank allocation: PEFT's ``update_and_allocate`` after each optimizer step,
+    while the gradients are still there."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model
+
+    def after_optimizer_step(self, loop: TrainingLoop) -> None:
+        self.model.base_model.update_and_allocate(loop.step)

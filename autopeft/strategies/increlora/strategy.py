@@ -1,0 +1,167 @@
+"""IncreLoRA as a training strategy: ranks start small and grow where they matter.
+
+As the authors' ``increlora.py`` does it: every LoRA module starts at ``init_rank``; each
+step (until the budget is spent) its importance ``sum |delta W * dL/d delta W| / sqrt(numel)``
+is smoothed by EMAs of the score and of its deviation (``beta`` 0.85), and their product is
+the module's priority; after a warm-up, every ``interval`` steps the ``top_h`` modules of
+highest priority gain ``rank_step`` ranks each, until ``target_rank x modules`` ranks are in
+use (the last addition is cut to the budget, which the reference can overshoot on ties).
+The scale is ``alpha / r`` with the current ``r``. New ``E`` values join the optimizer as a
+new parameter group with its own warm-up (the reference's restart warm-up); reserve ranks
+train ahead through a tiny frozen ``E`` (advance learning). The loss gets
+``orth_reg x mean over modules of (||A A^T - I||_F + ||B^T B - I||_F) / 2``.
+
+Choices where the reference leaves them to the user: warm-up and interval (the reference sets
+both by hand to 100-1000 steps) are fitted to the trial so that the budget is reached at
+``grow_until`` of the steps, leaving the last ranks time to train (``top_h`` is raised when
+the additions would not fit otherwise); ``alpha`` is the space's ``alpha_multiplier`` times
+the target rank, so the final average scale matches a fixed-rank LoRA of that rank.
+
+The saved adapter is a plain PEFT LoRA: ``E`` and the scale folded into ``lora_B``, one rank
+per module in ``rank_pattern`` (``alpha_pattern`` equal, so the scale is 1), loadable by
+stock ``PeftModel.from_pretrained``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+from peft.tuners.lora import LoraLayer
+
+from autopeft.adapters.placement import Placement
+from autopeft.strategies.base import StrategyContext, TrainingStrategy, register_strategy
+from autopeft.strategies.increlora.config import IncreLoraConfig
+from autopeft.strategies.increlora.rank import ADAPTER, GrowingRank
+from autopeft.training import TrainingLoop
+
+if TYPE_CHECKING:
+    from autopeft.adapters.base import AdapterBuilder, BuildContext
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """When ranks are added: at ``steps`` (0-based optimizer steps), ``per_round`` modules each."""
+
+    steps: tuple[int, ...]
+    per_round: int
+    max_rank: int
+
+    @classmethod
+    def fit(cls, config: IncreLoraConfig, modules: int, total_steps: int) -> Schedule:
+        to_add = (config.target_rank - config.init_rank) * modules
+        step = config.step_size
+        if to_add == 0:
+            return cls((), 0, config.init_rank)
+        per_round = min(config.top_h, modules)
+        rounds = math.ceil(to_add / (per_round * step))
+        room = max(1, math.floor(config.grow_until * total_steps) - 1)
+        if rounds > room:  # too few steps for this many additions: add to more modules at once
+            per_round = min(modules, math.ceil(to_add / (room * step)))
+            rounds = math.ceil(to_add / (per_round * step))
+        interval = max(1, math.floor(config.grow_until * total_steps / (rounds + 1)))
+        # A module gains at most one step per round; the reserve sits above its rank.
+        max_rank = config.init_rank + min(rounds, math.ceil(to_add / step)) * step
+        reserve = step if config.advance else 0
+        return cls(tuple(interval * (k + 1) for k in range(1, rounds + 1)), per_round, max_rank + reserve)
+
+
+@register_strategy("increlora")
+class IncreLora(TrainingStrategy):
+    config_class = IncreLoraConfig
+    supports = {"lora": None, "peft": frozenset({"lora"})}
+    restorable = False
+
+    def __init__(self, config: IncreLoraConfig, ctx: StrategyContext) -> None:
+        super().__init__(config, ctx)
+        self.config: IncreLoraConfig = config
+        self.modules: list[GrowingRank] = []
+        self.schedule = Schedule((), 0, config.init_rank)
+        self.budget = 0
+        self.history: list[dict[str, Any]] = []
+        self.generator = torch.Generator().manual_seed(ctx.seed)
+
+    @property
+    def total_rank(self) -> int:
+        return sum(m.rank for m in self.modules)
+
+    def wrap(self, stage: str, base: torch.nn.Module, values: dict[str, Any], ctx: BuildContext,
+             builder: AdapterBuilder) -> torch.nn.Module:
+        place = Placement.of(values, self.ctx.layout)
+        modules = len(place.layers) * len(place.roles)
+        self.schedule = Schedule.fit(self.config, modules, self.ctx.planned_steps)
+        self.budget = self.config.target_rank * modules
+        self._alpha = float(values.get("alpha_multiplier") or 1.0) * self.config.target_rank
+        return builder.apply(base, {**values, "rank": self.schedule.max_rank}, ctx)
+
+    def after_wrap(self, stage: str, model: torch.nn.Module) -> torch.nn.Module:
+        pattern = re.compile(rf"{re.escape(self.ctx.layout.layers_path)}\.\d+\..*")
+        reserve = self.config.step_size if self.config.advance else 0
+        for name, module in model.named_modules():
+            if isinstance(module, LoraLayer) and ADAPTER in module.lora_A:
+                found = pattern.search(name)
+                short = found.group(0) if found else name
+                self.modules.append(GrowingRank(short, module, self.config.init_rank, reserve,
+                                                self._alpha, self.generator))
+        if not self.modules:
+            raise ValueError("IncreLoRA found no LoRA module")
+        if self.total_rank < self.budget:
+            for module in self.modules:
+                module.watch()
+        return model
+
+    def optimizer_groups(self, model: torch.nn.Module) -> list[dict[str, Any]]:
+        return [{"params": [m.chunks[0] for m in self.modules], "weight_decay": 0.0}]
+
+    def extra_loss(self, loop: TrainingLoop, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        if not self.config.orth_reg:
+            return None
+        total = sum(m.orthogonality() for m in self.modules)
+        return self.config.orth_reg * total / (2 * len(self.modules))
+
+    def before_optimizer_step(self, loop: TrainingLoop) -> None:
+        if self.total_rank >= self.budget:
+            return
+        for module in self.modules:
+            raw = module.score()
+            if raw is not None:
+                module.smooth(raw, self.config.beta)
+
+    def after_optimizer_step(self, loop: TrainingLoop) -> None:
+        if loop.step not in self.schedule.steps or self.total_rank >= self.budget:
+            return
+        priority = [m.importance * m.uncertainty for m in self.modules]
+        order = sorted(range(len(self.modules)), key=lambda i: -priority[i])
+        added: dict[str, int] = {}
+        for i in order[: self.schedule.per_round]:
+            ranks = min(self.config.step_size, self.budget - self.total_rank,
+                        self.modules[i].max_rank - self.modules[i].rank)
+            if ranks <= 0:
+                continue
+            loop.add_parameters([self.modules[i].grow(ranks)], weight_decay=0.0)
+            added[self.modules[i].name] = ranks
+        self.history.append({"step": loop.step + 1, "added": added, "total_rank": self.total_rank})
+        if self.total_rank >= self.budget:
+            for module in self.modules:
+                module.close_reserve()
+                module.unwatch()
+
+    def finalize(self, model: torch.nn.Module) -> torch.nn.Module:
+        for module in self.modules:
+            module.close_reserve()
+            module.fold()
+        config = model.peft_config[ADAPTER]
+        ranks = {re.escape(m.name): m.rank for m in self.modules}
+        config.r = max(ranks.values())
+        config.lora_alpha = config.r
+        config.rank_pattern = dict(ranks)
+        config.alpha_pattern = dict(ranks)
+        return model
+
+    def report(self) -> dict[str, Any]:
+        return {"increlora_rank": {m.name: m.rank for m in self.modules},
+                "increlora_total_rank": self.total_rank, "increlora_budget": self.budget,
+                "increlora_schedule": self.history}

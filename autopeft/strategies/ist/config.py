@@ -1,0 +1,28 @@
+"""IST's knobs; the defaults are the authors' (``ist.py``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from autopeft.strategies.base import StrategyConfig
+
+
+@dataclass
+class ISTConfig(StrategyConfig):
+    update_share: float = field(default=0.25, metadata={
+        "help": "share of the adapter layers that get gradients at each step (at least one)"})
+    interval: int = field(default=10, metadata={"help": "steps between two updates of the layer scores"})
+    subsets: int = field(default=3, metadata={
+        "help": "layer subsets suppressed per score update (capped by the number of distinct ones)"})
+    suppress: float = field(default=0.25, metadata={"help": "factor on a suppressed layer's adapter output"})
+    reward_lr: float = field(default=10.0, metadata={"help": "step size of the score update"})
+
+    def __post_init__(self) -> None:
+        if not 0 < self.update_share <= 1:
+            raise ValueError(f"update_share must be in (0, 1], got {self.update_share}")
+        if self.interval < 1 or self.subsets < 1:
+            raise ValueError(f"interval and subsets must be >= 1, got {self.interval}, {self.subsets}")
+        if not 0 < self.suppress < 1:
+            raise ValueError(f"suppress must be in (0, 1), got {self.suppress}")
+        if self.reward_lr <= 0:
+            raise ValueError(f"reward_lr must be > 0, got {self.reward_lr}")
