@@ -1,0 +1,276 @@
+"""Each training strategy does what its method says, on a real (tiny) PEFT model: IST leaves
+the layers it did not pick untouched, IncreLoRA grows to its budget and saves a plain LoRA,
+Light-PEFT prunes physically and exactly, Flexora's gates find the layer that helps."""
+
+from __future__ import annotations
+
+import re
+import textwrap
+
+import pytest
+import torch
+from peft import PeftModel
+from transformers import AutoTokenizer
+
+from autopeft.adapters import get_adapter
+from autopeft.config import DataConfig, SearchConfig
+from autopeft.errors import SpaceError
+from autopeft.loading import load_adapter
+from autopeft.measure import count_parameters
+from autopeft.search import prepare
+from autopeft.space import load_space
+from autopeft.strategies.layers import AdapterLayers
+from autopeft.strategies.light_peft import PruningPlan, apply_plan
+from autopeft.training import Fidelity, Hyperparameters, TrainingLoop, train
+from autopeft.trial import build_model, loader, run_trial
+
+FIDELITY = Fidelity(max_train_examples=96, epochs=1, max_length=24, batch_size=8)
+
+
+@pytest.fixture(scope="module")
+def strategy_setup(tiny_model_dir, tmp_path_factory):
+    """``make(strategy, space="strategies", **fixed)`` -> (setup, a configuration)."""
+    from conftest import write_sentiment_csv
+    csv = write_sentiment_csv(tmp_path_factory.mktemp("strategies") / "r.csv", rows=160)
+
+    def make(strategy: str, space: str = "strategies", **fixed):
+        config = SearchConfig(model=str(tiny_model_dir), task="classification", optimizer="random", space=space,
+                              fixed={"strategy": strategy, "learning_rate": 5e-3, **fixed},
+                              data=DataConfig(train_file=str(csv), text_column="review", label_column="verdict"),
+                              fidelity=FIDELITY)
+        setup, optimizer = prepare(config)
+        return setup, optimizer.ask()
+
+    return make
+
+
+def _batch(setup):
+    tokenizer = AutoTokenizer.from_pretrained(setup.model_path)
+    batch = next(iter(loader(setup.dev_tokens, tokenizer, 16, False, 0)))
+    batch.pop("labels")
+    return batch
+
+
+# -- the training loop ---------------------------------------------------------------------
+
+def test_parameters_added_mid_training_join_optimizer_and_schedule(strategy_setup) -> None:
+    setup, config = strategy_setup("none")
+    model = build_model(setup, config)
+    tokenizer = AutoTokenizer.from_pretrained(setup.model_path)
+    batches = loader(setup.train_tokens, tokenizer, 8, True, 0)
+    extra = torch.nn.Parameter(torch.zeros(3))
+    seen: list[float] = []
+
+    class AddAtStep2:
+        restorable = True
+
+        def __getattr__(self, name):  # every other hook does nothing
+            return (lambda *a, **k: None) if name != "optimizer_groups" else (lambda m: [])
+
+        def extra_loss(self, loop: TrainingLoop, batch):
+            return (extra - 1).pow(2).sum() if loop.step >= 3 else None
+
+        def after_optimizer_step(self, loop: TrainingLoop) -> None:
+            if loop.step == 2:
+                loop.add_parameters([extra], warmup_steps=2)
+            if loop.step >= 2:
+                seen.append(loop.optimizer.param_groups[-1]["lr"])
+
+    train(model, setup.task, batches, None, Hyperparameters(learning_rate=1e-2), setup.fidelity,
+          torch.device("cpu"), hooks=[AddAtStep2()], steps=8)
+    # torch's LambdaLR raises on step() after add_param_group unless it is extended.
+    assert seen[0] == 0.0 and seen[1] == pytest.approx(0.5e-2) and seen[2] == pytest.approx(1e-2)
+    assert seen[-1] < seen[2] and (extra != 0).all()
+
+
+# -- IST -----------------------------------------------------------------------------------
+
+def _one_ist_step(setup, config):
+    """Train one step; return the weights of every adapter layer before and after, and which
+    layers the strategy let train."""
+    from autopeft.trial import _Trial
+    trial = _Trial(setup, config)
+    batches = trial.loader(setup.train_tokens, 8, True)
+    model, _ = trial.build("train", 1, batches)
+    layers = AdapterLayers(model, setup.layout)
+    before = {i: [p.detach().clone() for p in layers.parameters(i)] for i in layers.indices}
+    train(model, setup.task, batches, None, Hyperparameters(learning_rate=5e-2), setup.fidelity,
+          torch.device("cpu"), hooks=[trial.strategy], steps=1)
+    after = {i: [p.detach().clone() for p in layers.parameters(i)] for i in layers.indices}
+    chosen = {layers.indices[i] for i, n in enumerate(trial.strategy.updates.tolist()) if n}
+    return before, after, chosen, layers
+
+
+def test_ist_leaves_the_layers_it_did_not_pick_bit_identical(strategy_setup) -> None:
+    setup, config = strategy_setup("ist", layers=[True] * 4, ist_update_share=0.25,
+                                   target_modules=["attn_q", "attn_v", "ffn_down"])
+    before, after, chosen, layers = _one_ist_step(setup, config)
+    assert len(chosen) == 1 and len(layers) == 4
+    for layer in layers.indices:
+        same = all(torch.equal(a, b) for a, b in zip(before[layer], after[layer], strict=True))
+        assert same == (layer not in chosen), layer
+
+
+def test_ist_works_with_bottleneck_adapters(strategy_setup, tmp_path) -> None:
+    space = tmp_path / "sapa_ist.yaml"
+    space.write_text(textwrap.dedent("""
+        adapter: sapa
+        parameters:
+          strategy: {type: choice, values: [none, ist]}
+          serial_k: {type: int, low: 3, high: 3}
+          parallel_k: {type: int, low: 3, high: 3}
+          prefix_k: {type: int, low: 10, high: 10}
+          learning_rate: {type: float, low: 1.0e-3, high: 1.0e-2}
+          ist_update_share: {type: choice, values: [0.5], when: {strategy: ist}}
+    """))
+    setup, config = strategy_setup("ist", space=str(space))
+    before, after, chosen, layers = _one_ist_step(setup, config)
+    assert len(chosen) == 2 and set(layers.bottleneck) == {0, 1, 2, 3}
+    for layer in layers.indices:
+        same = all(torch.equal(a, b) for a, b in zip(before[layer], after[layer], strict=True))
+        assert same == (layer not in chosen), layer
+
+
+def test_ist_on_two_layers_trains_and_scores(strategy_setup) -> None:
+    # The reference's integer floors train no layer at L = 2 and never end its subset draw.
+    setup, config = strategy_setup("ist", layers=[True, False, False, True], ist_update_share=0.25)
+    result = run_trial(setup, config)
+    updates = result.strategy["ist_updates"]
+    steps = -(-len(setup.train_tokens) // FIDELITY.batch_size)
+    assert set(updates) == {"0", "3"} and sum(updates.values()) == steps  # one layer per step
+    assert any(v != 0 for v in result.strategy["ist_score"].values())
+
+
+# -- IncreLoRA -------------------------------------------------------------------------------
+
+def test_increlora_grows_to_its_budget_and_saves_a_plain_lora(strategy_setup, tmp_path) -> None:
+    setup, config = strategy_setup("increlora", increlora_target_rank=4, increlora_top_h=2,
+                                   target_modules=["attn_q", "attn_v"], alpha_multiplier=2)
+    result = run_trial(setup, config, save_to=tmp_path, keep_model=True)
+    report = result.strategy
+    modules = 4 * 2
+    assert report["increlora_budget"] == 4 * modules == report["increlora_total_rank"]
+    totals = [entry["total_rank"] for entry in report["increlora_schedule"]]
+    assert totals == sorted(totals) and totals[0] > modules and totals[-1] == report["increlora_budget"]
+    assert all(t <= report["increlora_budget"] for t in totals)
+    ranks = report["increlora_rank"]
+    assert len(set(ranks.values())) > 1 and sum(ranks.values()) == report["increlora_budget"]
+    # What is saved is a stock PEFT LoRA with per-module ranks and the scale folded in.
+    trainable = sum(r * (32 + 32) for r in ranks.values()) + setup.layout.head_parameters
+    assert result.cost["trainable_params"] == trainable
+    base = setup.task.load_model(setup.model_path, setup.data)
+    reloaded = PeftModel.from_pretrained(base, str(tmp_path)).eval()
+    assert set(reloaded.peft_config["default"].rank_pattern.values()) == set(ranks.values())
+    batch = _batch(setup)
+    with torch.no_grad():
+        assert torch.equal(result.model.eval()(**batch).logits, reloaded(**batch).logits)
+
+
+# -- Light-PEFT ------------------------------------------------------------------------------
+
+def test_light_peft_masks_at_one_and_an_empty_plan_change_nothing(strategy_setup) -> None:
+    setup, config = strategy_setup("light_peft", layers=[True] * 4, rank=4,
+                                   target_modules=["attn_q", "attn_o", "ffn_up", "ffn_down"])
+    batch = _batch(setup)
+    plain_setup, plain_config = strategy_setup("none", layers=[True] * 4, rank=4,
+                                               target_modules=["attn_q", "attn_o", "ffn_up", "ffn_down"])
+    masked = build_model(setup, config).eval()        # estimation model: masks at 1, hooks on
+    plain = build_model(plain_setup, plain_config).eval()
+    with torch.no_grad():
+        assert torch.equal(masked(**batch).logits, plain(**batch).logits)
+        base = setup.task.load_model(setup.model_path, setup.data).eval()
+        expected = base(**batch).logits
+        layout = setup.layout
+        everything = PruningPlan(16, {i: (0, 1) for i in range(4)}, {i: tuple(range(64)) for i in range(4)})
+        assert torch.equal(apply_plan(base, layout, everything)(**batch).logits, expected)
+
+
+def test_light_peft_prunes_the_base_physically_and_reloads_identically(strategy_setup, tmp_path) -> None:
+    setup, config = strategy_setup("light_peft", layers=[True] * 4, rank=4, light_peft_head_prune=0.5,
+                                   light_peft_neuron_prune=0.3333, light_peft_module_prune=0.5,
+                                   light_peft_rank_prune=0.5,
+                                   target_modules=["attn_q", "attn_v", "attn_o", "ffn_up", "ffn_down"])
+    result = run_trial(setup, config, save_to=tmp_path, keep_model=True)
+    report = result.strategy
+    # 2 heads of 16 dims per layer, 1 removed; a third of 4 x 64 FFN neurons removed.
+    assert report["light_peft_heads_removed"] == 4 and report["light_peft_neurons_removed"] == round(256 / 3)
+    # per removed head: q, k, v rows (16 x 32 weights + 16 biases each), attn_o columns (32 x 16);
+    # per removed neuron: an ffn_up row and bias, an ffn_down column
+    removed = 4 * (3 * (16 * 32 + 16) + 16 * 32) + round(256 / 3) * (32 + 1 + 32)
+    assert result.cost["base_params"] == setup.layout.num_parameters - removed
+    assert report["light_peft_base_params_after"] == result.cost["base_params"]
+    # half of 20 modules go, then half of their 40 ranks (one stays in every module)
+    assert report["light_peft_modules_kept"] == 10 and report["light_peft_ranks_kept"] >= 20
+    assert report["light_peft_trainable_after"] == result.cost["trainable_params"] < report["light_peft_trainable_before"]
+    # base -> plan -> adapter, in one call, predicts what the trained model predicted.
+    reloaded = load_adapter(setup.task.load_model(setup.model_path, setup.data), tmp_path).eval()
+    assert count_parameters(reloaded)[1] < setup.layout.num_parameters
+    batch = _batch(setup)
+    with torch.no_grad():
+        assert torch.equal(result.model.eval()(**batch).logits, reloaded(**batch).logits)
+
+
+# -- Flexora ---------------------------------------------------------------------------------
+
+def test_flexora_gates_move_to_the_layer_that_lowers_the_heldout_loss(strategy_setup) -> None:
+    setup, config = strategy_setup("flexora", target_modules=["attn_v"], flexora_gate_lr=0.05)
+    from autopeft.trial import _Trial
+    trial = _Trial(setup, config)
+    batches = trial.loader(setup.train_tokens, 8, True)
+    model, _ = trial.build("search", 10, batches)
+    strategy = trial.strategy
+    layers = AdapterLayers(model, setup.layout)
+    # Constructed case: the adapters of layers 0-2 output nothing (PEFT starts B at 0); layer
+    # 3's adds large noise, which raises the loss. Its gate must shrink, the others' grow.
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for module in layers.lora[3]:
+            module.lora_B["default"].weight.normal_(0, 5.0)
+    loop = TrainingLoop(model, setup.task, None, None, batches, torch.device("cpu"), 10, 0, Hyperparameters())
+    for _ in range(10):
+        strategy.after_optimizer_step(loop)
+    strategy.on_train_end(loop)
+    logits = strategy.logits.detach()
+    assert logits[3] < 0 < logits[0] and strategy.selected == [0, 1, 2]
+    # The training stage then builds LoRA on the selected layers only.
+    values = strategy.stage_values("train", trial.values)
+    assert values["layers"] == [True, True, True, False]
+
+
+def test_flexora_trial_keeps_fewer_layers_and_logs_its_gates(strategy_setup) -> None:
+    setup, config = strategy_setup("flexora", target_modules=["attn_q", "attn_v"], rank=4)
+    result = run_trial(setup, config)
+    report = result.strategy
+    kept = report["flexora_layers_kept"]
+    assert 1 <= kept == sum(report["flexora_selected"].values()) <= 4 and len(report["flexora_gate"]) == 4
+    assert result.cost["trainable_params"] == kept * 2 * 4 * 64 + setup.layout.head_parameters
+
+
+# -- the search space ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("body, message", [
+    ("adapter: sapa\nparameters:\n  strategy: {type: choice, values: [none, increlora]}\n",
+     "strategy 'increlora' does not work with adapter 'sapa'"),
+    ("adapter: peft\nparameters:\n  method: {type: choice, values: [lora, ia3]}\n"
+     "  strategy: {type: choice, values: [none, flexora]}\n",
+     "strategy 'flexora' does not work with adapter 'peft' with method 'ia3'"),
+    ("adapter: lora\nparameters:\n  strategy: {type: choice, values: [none, lisa]}\n", "unknown strategy"),
+    ("adapter: lora\nparameters:\n  strategy: {type: choice, values: [none, ist]}\n"
+     "  ist_update_share: {type: choice, values: [0.25]}\n", "would be active for strategy ['none']"),
+    ("adapter: lora\nparameters:\n  strategy: {type: choice, values: [none, ist]}\n"
+     "  ist_update_share: {type: choice, values: [0.25, 1.5], when: {strategy: ist}}\n",
+     "value 1.5: update_share must be in (0, 1]"),
+])
+def test_space_errors_name_the_strategy_problem_and_its_line(tmp_path, body, message) -> None:
+    path = tmp_path / "space.yaml"
+    path.write_text(body)
+    with pytest.raises(SpaceError, match=re.escape(message)) as err:
+        get_adapter(load_space(str(path)))
+    assert str(path) in str(err.value) and ":" in str(err.value).split(str(path))[1][:3]
+
+
+def test_strategy_with_peft_method_limited_by_when_is_accepted(tmp_path) -> None:
+    path = tmp_path / "space.yaml"
+    path.write_text("adapter: peft\nparameters:\n  method: {type: choice, values: [lora, ia3]}\n"
+                    "  strategy: {type: choice, values: [none, ist], when: {method: lora}}\n")
+    get_adapter(load_space(str(path)))
