@@ -196,7 +196,7 @@ class _Monitor:
         record.status = "completed"
         record.objectives = {o.name: float(result[OBJECTIVE_PREFIX + o.name]) for o in self.objectives}
         record.metrics = {k: float(v) for k, v in result.items()
-                          if k in _RESULT_METRICS or k.startswith("dev_")}
+                          if k in _RESULT_METRICS or k.startswith("dev_") or k.endswith(_STAGE_SUFFIXES)}
         record.feasible = meets(record, self.constraints, self.objectives)
         record.strategy_report = json.loads(result.get(STRATEGY_REPORT) or "{}")
         record.adapter_dir = adapter_dir
@@ -221,6 +221,8 @@ class _Monitor:
                              sum(r.status == "failed" for r in records), len(front), hv)
 
 
+#: per-stage figures of a trial (``search_stage_seconds``, ``train_stage_examples_per_second``)
+_STAGE_SUFFIXES = ("_stage_seconds", "_stage_examples_per_second")
 _RESULT_METRICS = {"trainable_params", "trainable_percent", "base_params", "peak_memory_mb", "train_seconds",
                    "examples_per_second", "best_epoch", "eval_seconds", "trial_seconds"}
 

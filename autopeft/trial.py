@@ -134,7 +134,7 @@ def run_trial(setup: SearchSetup, config: Config, *, save_to: Path | None = None
     trial = _Trial(setup, config)
     strategy, fidelity = trial.strategy, setup.fidelity
     dev_loader = trial.loader(setup.dev_tokens, 64, False)
-    seen, eval_seconds = 0, 0.0
+    seen, eval_seconds, timing = 0, 0.0, {}
     with PeakMemory(trial.device) as memory, Stopwatch() as wall:
         for stage in strategy.stages:
             strategy.stage = stage
@@ -148,6 +148,8 @@ def run_trial(setup: SearchSetup, config: Config, *, save_to: Path | None = None
                             hooks=[*trial.builder.training_hooks(model), strategy], steps=steps)
             seen += outcome.examples_seen
             eval_seconds += outcome.eval_seconds
+            timing[f"{stage}_stage_seconds"] = outcome.train_seconds
+            timing[f"{stage}_stage_examples_per_second"] = outcome.examples_seen / max(outcome.train_seconds, 1e-9)
         model = strategy.finalize(model)
     trainable, _ = count_parameters(model)
     # Every stage's training and the strategy's work between them; dev evaluation apart.
@@ -168,7 +170,7 @@ def run_trial(setup: SearchSetup, config: Config, *, save_to: Path | None = None
     objectives = {o.name: o(output) for o in setup.objectives}
     if save_to is not None:
         save_adapter(model, save_to, setup, config, trial)
-    timing = {"trial_seconds": time.perf_counter() - started, "eval_seconds": eval_seconds}
+    timing.update(trial_seconds=time.perf_counter() - started, eval_seconds=eval_seconds)
     return TrialResult(objectives, outcome.best.metrics, cost, outcome.curves, outcome.best_epoch, timing,
                        {"name": strategy.name, **strategy.report()}, model if keep_model else None)
 

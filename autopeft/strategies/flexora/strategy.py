@@ -39,7 +39,7 @@ SEARCH, TRAIN = "search", "train"
 @register_strategy("flexora")
 class Flexora(TrainingStrategy):
     config_class = FlexoraConfig
-    supports = {"lora": None, "peft": frozenset({"lora", "rslora", "dora"}), "sapa": None}
+    supports = {"lora": None, "peft": frozenset({"lora", "rslora"}), "sapa": None}
     stages = (SEARCH, TRAIN)
 
     def __init__(self, config: FlexoraConfig, ctx: StrategyContext) -> None:

@@ -35,7 +35,7 @@ _MAX_DRAWS = 100
 @register_strategy("ist")
 class IST(TrainingStrategy):
     config_class = ISTConfig
-    supports = {"lora": None, "peft": frozenset({"lora", "rslora", "dora"}), "sapa": None}
+    supports = {"lora": None, "peft": frozenset({"lora", "rslora"}), "sapa": None}
     keeps_parameter_count = True
 
     def __init__(self, config: ISTConfig, ctx: StrategyContext) -> None:

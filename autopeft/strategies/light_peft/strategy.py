@@ -148,8 +148,11 @@ class LightPeft(TrainingStrategy):
     def before_wrap(self, stage: str, base: nn.Module) -> nn.Module:
         if stage == TRAIN:
             apply_plan(base, self.ctx.layout, self.plan)
-        self.figures[f"light_peft_base_params_{'before' if stage == ESTIMATE else 'after'}"] = \
-            count_parameters(base)[1]
+        when = "before" if stage == ESTIMATE else "after"
+        self.figures[f"light_peft_base_params_{when}"] = count_parameters(base)[1]
+        # The transformer layers alone: what pruning can shrink (embeddings and head stay).
+        layers = base.get_submodule(self.ctx.layout.layers_path)
+        self.figures[f"light_peft_layer_params_{when}"] = count_parameters(layers)[1]
         return base
 
     def wrap(self, stage: str, base: nn.Module, values: dict[str, Any], ctx: BuildContext,
