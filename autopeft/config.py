@@ -29,7 +29,9 @@ class SearchConfig:
     """Everything ``autopeft search`` needs; every field has a usable default."""
 
     model: str | None = field(default=None, metadata={"help": "local folder or hub id; the demo model by default"})
-    task: str = field(default="demo", metadata={"help": "'demo' or a task type ('classification')"})
+    task: str | None = field(default=None, metadata={
+        "help": "'demo' or a task type ('classification'); by default 'classification' when data is "
+                "given, else 'demo'"})
     data: DataConfig = field(default_factory=DataConfig)
     space: str = field(default="lora", metadata={"help": "preset name in search_spaces/ or a YAML path"})
     fixed: dict[str, Any] = field(default_factory=dict, metadata={"help": "parameters pinned to a value"})
@@ -48,6 +50,13 @@ class SearchConfig:
     output_dir: str = str(DEFAULT_DIR)
 
     def check(self) -> None:
+        given = [f"data.{k}" for k, v in dataclasses.asdict(self.data).items() if v is not None]
+        if self.task is None:
+            self.task = "classification" if given else "demo"
+        elif self.task == "demo" and given:
+            raise ConfigError(f"the demo uses its own data, but {given[0].replace('_', '-')} was given; "
+                              f"leave out --task demo (or set task: classification) to search on "
+                              f"your data", key="task")
         for name in ("trials", "concurrency", "seed"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < (0 if name == "seed" else 1):

@@ -38,6 +38,10 @@ class SpaceError(ConfigError):
     """A search-space file or a configuration of it is invalid."""
 
 
+class SpaceExhausted(SpaceError):
+    """Every configuration of the space has been asked for: nothing new is left to propose."""
+
+
 class DataError(AutopeftError):
     """The task's data cannot be loaded or is unusable (empty, missing column, ...)."""
 

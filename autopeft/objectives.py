@@ -48,12 +48,15 @@ class TrialOutput:
 
 @dataclass(frozen=True)
 class Objective:
-    """A quantity to maximise or minimise; ``reference`` is its worst acceptable value."""
+    """A quantity to maximise or minimise; ``reference`` is its worst acceptable value;
+    ``test``: whether the front's members are scored with it on the test split too (called
+    with the test split's predictions), as every quality measure should be, and no cost."""
 
     name: str
     direction: Direction
     fn: Callable[[TrialOutput], float]
     reference: float | None = None
+    test: bool = True
 
     def __call__(self, output: TrialOutput) -> float:
         value = float(self.fn(output))
@@ -62,14 +65,17 @@ class Objective:
         return value
 
 
-def objective(direction: Direction, name: str | None = None, reference: float | None = None
-              ) -> Callable[[Callable[[TrialOutput], float]], Objective]:
-    """Decorator: ``@objective("maximize")`` turns a function of a TrialOutput into an Objective."""
+def objective(direction: Direction, name: str | None = None, reference: float | None = None,
+              test: bool = True) -> Callable[[Callable[[TrialOutput], float]], Objective]:
+    """Decorator: ``@objective("maximize")`` turns a function of a TrialOutput into an Objective.
+
+    ``reference``: the worst acceptable value (used where the search config gives none);
+    ``test=False`` for a cost that the test split says nothing about."""
     if direction not in ("maximize", "minimize"):
         raise ObjectiveError(f"direction must be 'maximize' or 'minimize', got {direction!r}")
 
     def wrap(fn: Callable[[TrialOutput], float]) -> Objective:
-        return Objective(name or fn.__name__, direction, fn, reference)
+        return Objective(name or fn.__name__, direction, fn, reference, test)
 
     return wrap
 
@@ -84,12 +90,9 @@ def _cost(key: str) -> Callable[[TrialOutput], float]:
 
 BUILTIN: dict[str, Objective] = {
     "accuracy": Objective("accuracy", "maximize", _metric("accuracy")),
-    "trainable_percent": Objective("trainable_percent", "minimize", _cost("trainable_percent")),
-    "trainable_params": Objective("trainable_params", "minimize", _cost("trainable_params")),
-    "base_params": Objective("base_params", "minimize", _cost("base_params")),
-    "peak_memory_mb": Objective("peak_memory_mb", "minimize", _cost("peak_memory_mb")),
-    "train_seconds": Objective("train_seconds", "minimize", _cost("train_seconds")),
-    "examples_per_second": Objective("examples_per_second", "maximize", _cost("examples_per_second")),
+    **{name: Objective(name, direction, _cost(name), test=False) for name, direction in (
+        ("trainable_percent", "minimize"), ("trainable_params", "minimize"), ("base_params", "minimize"),
+        ("peak_memory_mb", "minimize"), ("train_seconds", "minimize"), ("examples_per_second", "maximize"))},
 }
 DEFAULT_OBJECTIVES = ("accuracy", "trainable_percent")
 

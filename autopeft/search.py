@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -22,8 +23,8 @@ from autopeft.objectives import Objective, resolve_objectives
 from autopeft.optimizers import Optimizer, make_optimizer
 from autopeft.optimizers.outcomes import OutcomeConstraint, parse_constraints
 from autopeft.progress import ProgressLine
-from autopeft.records import (ObjectiveInfo, TrialRecord, front_of, front_table, hypervolume_history, meets,
-                              reference_for)
+from autopeft.records import (COST_KEYS, ObjectiveInfo, TrialRecord, front_of, front_table, hypervolume_history,
+                              meets, reference_for)
 from autopeft.report import format_front, plot_front_html, plot_front_png, plot_hypervolume_png
 from autopeft.runner import OBJECTIVE_PREFIX, STRATEGY_REPORT, run_trials
 from autopeft.measure import Stopwatch
@@ -33,7 +34,7 @@ from autopeft.strategies import NO_STRATEGY, STRATEGY_PARAMETER, strategy_class
 from autopeft.tasks import DataSource, demo_model_path, load_demo_data, make_task
 from autopeft.tracking import SearchTracker
 from autopeft.training import Fidelity
-from autopeft.trial import SearchSetup, evaluate_adapter, quiet_libraries
+from autopeft.trial import SearchSetup, quiet_libraries, score_adapter
 
 #: keyword names of :func:`search` that live in a nested section of SearchConfig
 _NESTED = {**{f.name: f"data.{f.name}" for f in dataclasses.fields(DataConfig)},
@@ -55,13 +56,16 @@ class SearchResult:
     seconds: float = 0.0
     #: where the wall time went: ray_start, suggest, tracking, fit (all trials), final_report
     timings: dict[str, float] = field(default_factory=dict)
+    #: the data searched on: files, columns, labels, sizes and what loading dropped
+    data: str = ""
 
     def table(self) -> pd.DataFrame:
         """The front as a DataFrame (objectives, test scores, costs, configuration)."""
         return front_table(self.front, self.objectives)
 
     def __str__(self) -> str:
-        return format_front(self.front, self.objectives)
+        return f"{self.data}\n\n{format_front(self.front, self.objectives)}" if self.data else \
+            format_front(self.front, self.objectives)
 
 
 def prepare(config: SearchConfig) -> tuple[SearchSetup, Optimizer]:
@@ -118,9 +122,16 @@ def prepare(config: SearchConfig) -> tuple[SearchSetup, Optimizer]:
         # plus two), so that a 12-trial search still spends half its trials on the model.
         options.setdefault("n_initial", max(2 * (len(objectives) + 1), min(10, config.trials // 3)))
     optimizer = make_optimizer(config.optimizer, space, [o.direction for o in objectives], seed=config.seed,
-                               reference_point=[config.reference_point.get(o.name) for o in objectives],
+                               reference_point=[references(config, objectives).get(o.name) for o in objectives],
                                **options)
     return setup, optimizer
+
+
+def references(config: SearchConfig, objectives: list[Objective]) -> dict[str, float]:
+    """The worst acceptable value of each objective that has one: the config's, else the one
+    the objective was declared with (``@autopeft.objective(..., reference=...)``)."""
+    found = {o.name: config.reference_point.get(o.name, o.reference) for o in objectives}
+    return {name: float(value) for name, value in found.items() if value is not None}
 
 
 @dataclass(frozen=True)
@@ -227,6 +238,14 @@ _RESULT_METRICS = {"trainable_params", "trainable_percent", "base_params", "peak
                    "examples_per_second", "best_epoch", "eval_seconds", "trial_seconds"}
 
 
+def describe_data(setup: SearchSetup) -> str:
+    """What the search trains and scores on, and what loading dropped."""
+    data = setup.data
+    text = (f"data: {data.description}; labels {data.label_names}; {len(setup.train_tokens)} train, "
+            f"{len(setup.dev_tokens)} dev, {len(data.test)} test examples")
+    return text + "".join(f"\n  note: {note}" for note in data.notes)
+
+
 def run_search(config: SearchConfig, *, progress: bool = True) -> SearchResult:
     """Run a whole search as ``config`` says; see :func:`search` for the keyword form."""
     started = time.monotonic()
@@ -244,11 +263,15 @@ def run_search(config: SearchConfig, *, progress: bool = True) -> SearchResult:
               "optimizer_options": config.optimizer_options,
               "fixed": config.fixed, "train_examples": len(setup.train_tokens),
               "dev_examples": len(setup.dev_tokens), "test_examples": len(setup.data.test),
+              "data": setup.data.description, "labels": ",".join(setup.data.label_names),
+              "data_notes": "; ".join(setup.data.notes) or "none",
               **{f"fidelity.{k}": v for k, v in dataclasses.asdict(config.fidelity).items()}}
     run_id = tracker.start_search(name, params, objectives)
+    if progress:
+        print(describe_data(setup), file=sys.stderr)
     line = ProgressLine(config.trials, enabled=progress)
-    monitor = _Monitor(objectives, tracker, line, config.reference_point, outcome_constraints(config, objectives),
-                       setup.space)
+    monitor = _Monitor(objectives, tracker, line, references(config, setup.objectives),
+                       outcome_constraints(config, objectives), setup.space)
     try:
         timings = run_trials(setup, optimizer, trials=config.trials, concurrency=config.concurrency,
                              listeners=[monitor], storage=out_dir / "ray" / name,
@@ -276,9 +299,10 @@ def _finish(config: SearchConfig, setup: SearchSetup, tracker: SearchTracker, mo
         record.pareto = True
         if record.adapter_dir is not None:
             # The test split is only ever used here, on the finished front: never for selection.
-            record.test_metrics = evaluate_adapter(setup, record.adapter_dir, setup.data.test).metrics
+            record.test_metrics = score_adapter(setup, record.adapter_dir, setup.data.test, record.config,
+                                                {k: v for k, v in record.metrics.items() if k in COST_KEYS})
     done = [r for r in records if r.status == "completed"]
-    reference = reference_for(records, objectives, config.reference_point) if done else np.array([])
+    reference = reference_for(records, objectives, references(config, setup.objectives)) if done else np.array([])
     curve = hypervolume_history(records, objectives, reference) if done else []
     with tempfile.TemporaryDirectory() as tmp:
         files = {"pareto_front.csv": Path(tmp) / "pareto_front.csv",
@@ -294,7 +318,7 @@ def _finish(config: SearchConfig, setup: SearchSetup, tracker: SearchTracker, mo
     artifact_uri = tracker.client.get_run(run_id).info.artifact_uri
     timings["final_report_seconds"] = time.monotonic() - final_started
     return SearchResult(objectives, records, front, reference, curve, run_id, tracker.tracking_uri,
-                        artifact_uri, time.monotonic() - started, timings)
+                        artifact_uri, time.monotonic() - started, timings, describe_data(setup))
 
 
 def search(config: SearchConfig | None = None, *, objectives: list[str | Objective] | None = None,

@@ -191,11 +191,29 @@ def evaluate_adapter(setup: SearchSetup, adapter_dir: Path, split: Dataset) -> E
     """Load a saved adapter onto a fresh base model (:func:`~autopeft.loading.load_adapter`:
     stock PeftModel.from_pretrained for PEFT methods) and evaluate it on ``split`` (raw
     examples, e.g. the test split)."""
+    return _reload_and_evaluate(setup, adapter_dir, split)[0]
+
+
+def score_adapter(setup: SearchSetup, adapter_dir: Path, split: Dataset, config: Config,
+                  cost: dict[str, float]) -> dict[str, float]:
+    """The task's metrics and every objective that scores quality (``Objective.test``) of a
+    saved adapter on ``split``: each objective is called with that split's predictions."""
+    evaluation, model, tokenizer, batches = _reload_and_evaluate(setup, adapter_dir, split)
+    output = TrialOutput(config=dict(config), values=setup.space.assemble(config), model=model,
+                         tokenizer=tokenizer, predictions=evaluation.predictions, labels=evaluation.labels,
+                         metrics=evaluation.metrics, cost=cost, dev_batches=batches,
+                         label_names=setup.data.label_names, device=str(next(model.parameters()).device))
+    return {**evaluation.metrics, **{o.name: o(output) for o in setup.objectives if o.test}}
+
+
+def _reload_and_evaluate(setup: SearchSetup, adapter_dir: Path, split: Dataset
+                         ) -> tuple[Evaluation, torch.nn.Module, Any, list[dict]]:
     quiet_libraries()
     device = pick_device()
     tokenizer = AutoTokenizer.from_pretrained(setup.model_path)
     base = setup.task.load_model(setup.model_path, setup.data)
     model = load_adapter(base, adapter_dir).to(device).eval()
     tokens = setup.task.tokenize(split, tokenizer, setup.fidelity.max_length)
-    batches = loader(tokens, tokenizer, 64, False, setup.seed)
-    return setup.task.evaluate(model, ({k: v.to(device) for k, v in b.items()} for b in batches))
+    batches = list(loader(tokens, tokenizer, 64, False, setup.seed))
+    evaluation = setup.task.evaluate(model, ({k: v.to(device) for k, v in b.items()} for b in batches))
+    return evaluation, model, tokenizer, batches

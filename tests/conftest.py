@@ -30,6 +30,7 @@ def one_torch_thread():
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 4-layer BERT with hidden size 32, saved like any local model folder."""
     path = tmp_path_factory.mktemp("tiny-bert")
+    torch.manual_seed(0)  # the same random weights in every run: tests do not depend on luck
     config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
                         intermediate_size=64, max_position_embeddings=128)
     BertForSequenceClassification(config).save_pretrained(path)

@@ -101,3 +101,34 @@ def test_outcome_constraint_on_an_unknown_metric(tmp_path, out, capsys) -> None:
     config.write_text("optimizer_options:\n  outcome_constraints: {peak_mem: ['<=', 100]}\n")
     code, err = run_cli(["--config", str(config)], out, capsys)
     assert_clean_failure(code, err, out, "outcome_constraints", "unknown metric 'peak_mem'")
+
+
+def test_data_flags_without_task_search_the_users_data(tmp_path, tiny_model_dir, out, capsys) -> None:
+    # Before: data flags without --task ran the built-in demo on movie reviews and exited 0.
+    missing = tmp_path / "tickets.csv"
+    code, err = run_cli(["--model", str(tiny_model_dir), "--train-file", str(missing), "--text-column", "body",
+                         "--label-column", "queue"], out, capsys)
+    assert_clean_failure(code, err, out, str(missing), "data file not found")
+
+
+def test_data_flags_with_task_demo_conflict(sentiment_csv, out, capsys) -> None:
+    code, err = run_cli(["--task", "demo", "--train-file", str(sentiment_csv), "--text-column", "review",
+                         "--label-column", "verdict"], out, capsys)
+    assert_clean_failure(code, err, out, "key 'task'", "the demo uses its own data", "data.train-file")
+
+
+@pytest.mark.parametrize("parameter, body, message", [
+    ("rank", "rank: {type: per_layer, element: {type: choice, values: [0, 4, 8]}}",
+     "value 0 is not allowed: 'rank' must be a positive integer"),
+    ("rank", "rank: {type: choice, values: [-2, 4]}", "value -2 is not allowed"),
+    ("dropout", "dropout: {type: float, low: 0.0, high: 1.5}", "'dropout' must be a number in [0, 1)"),
+    ("learning_rate", "learning_rate: {type: float, low: 0.0, high: 0.1}", "'learning_rate' must be a number > 0"),
+])
+def test_value_a_method_forbids_fails_when_the_space_is_read(tmp_path, out, capsys, parameter, body,
+                                                             message) -> None:
+    # Before: accepted, then every trial failed at run time ("every trial failed", exit 1).
+    space = tmp_path / "space.yaml"
+    space.write_text(f"adapter: lora\nparameters:\n  layers: {{type: per_layer, element: {{type: bool}}}}\n"
+                     f"  {body}\n")
+    code, err = run_cli(["--space", str(space)], out, capsys)
+    assert_clean_failure(code, err, out, f"{space}:4", f"key 'parameters.{parameter}'", message)

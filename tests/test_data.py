@@ -80,3 +80,21 @@ def test_demo_data_is_fresh_vs_rotten_without_plot_rows() -> None:
     total = len(data.train) + len(data.dev) + len(data.test)
     assert 12_000 < total <= 12_808
     assert not keys(data.train) & keys(data.test)
+
+
+def test_data_without_task_is_the_users_and_says_what_was_dropped(tmp_path, tiny_model_dir) -> None:
+    from autopeft.config import DataConfig, SearchConfig
+    from autopeft.search import describe_data, prepare
+
+    path = tmp_path / "tickets.csv"
+    rows = ["body,queue"] + [f"printer {i} is jammed,hardware" for i in range(30)] \
+        + [f"password {i} expired,accounts" for i in range(30)] \
+        + ["printer 1 is jammed,hardware", "printer 2 is jammed,hardware", ",accounts", "no queue given,"]
+    path.write_text("\n".join(rows) + "\n")
+    setup, _ = prepare(SearchConfig(model=str(tiny_model_dir), optimizer="random",
+                                    data=DataConfig(train_file=str(path), text_column="body", label_column="queue")))
+    assert setup.task.name == "classification" and setup.data.label_names == ["accounts", "hardware"]
+    text = describe_data(setup)
+    assert str(path) in text and "body -> queue" in text
+    assert f"2 train rows of {path} dropped: body or queue empty" in text
+    assert "2 train examples removed as duplicates" in text

@@ -70,3 +70,23 @@ def test_unknown_and_duplicate_objectives() -> None:
     with pytest.raises(ObjectiveError, match="objective file not found"):
         resolve_objectives(["missing.py:f"])
     assert set(BUILTIN) >= {"accuracy", "trainable_percent", "peak_memory_mb", "train_seconds"}
+
+
+def test_declared_reference_reaches_the_optimizer_unless_the_config_gives_one(tiny_model_dir, sentiment_csv) -> None:
+    # Before: @objective(..., reference=...) was accepted and never read.
+    from autopeft.config import DataConfig, SearchConfig
+    from autopeft.search import prepare
+
+    @autopeft.objective("maximize", reference=0.55)
+    def accuracy_floor(trial: TrialOutput) -> float:
+        return trial.metrics["accuracy"]
+
+    def reference(given: dict) -> list:
+        config = SearchConfig(model=str(tiny_model_dir), objectives=[accuracy_floor, "trainable_percent"],
+                              reference_point=given,
+                              data=DataConfig(train_file=str(sentiment_csv), text_column="review",
+                                              label_column="verdict"))
+        return list(prepare(config)[1].reference_point)
+
+    assert reference({}) == [0.55, None]
+    assert reference({"accuracy_floor": 0.6, "trainable_percent": 1.0}) == [0.6, 1.0]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import optuna
+from optuna.testing import pytest_samplers
 import pytest
 
 from autopeft.optimizers import MOBOSampler
@@ -68,3 +69,28 @@ def test_single_objective_study():
                             sampler=MOBOSampler(seed=0, n_candidates=200, mc_samples=16))
     s.optimize(lambda t: objective(t)[0], n_trials=8)
     assert s.sampler.last_ask_source == "model"
+
+
+@pytest.mark.parametrize("objective", [
+    lambda t: (float(len(t.suggest_categorical("c", ["a", "bb", "ccc"]))), 0.0),
+    lambda t: ((t.suggest_int("y", 0, 1) if t.suggest_categorical("x", [True, False])
+                else t.suggest_int("z", 0, 1)) * 1.0, 0.0),
+])
+def test_more_trials_than_configurations(objective):
+    # Before: "search space exhausted" failed every trial past the number of configurations.
+    s = optuna.create_study(directions=["maximize", "minimize"],
+                            sampler=MOBOSampler(seed=0, n_candidates=50, mc_samples=8))
+    s.optimize(objective, n_trials=8)
+    assert [t.state for t in s.trials] == [optuna.trial.TrialState.COMPLETE] * 8
+
+
+class TestBasicConformance(pytest_samplers.BasicSamplerTestCase):
+    @pytest.fixture
+    def sampler(self):
+        return lambda: MOBOSampler(seed=0, n_candidates=50, mc_samples=8)
+
+
+class TestMultiObjectiveConformance(pytest_samplers.MultiObjectiveSamplerTestCase):
+    @pytest.fixture
+    def sampler(self):
+        return lambda: MOBOSampler(seed=0, n_candidates=50, mc_samples=8)

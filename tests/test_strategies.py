@@ -212,29 +212,43 @@ def test_light_peft_prunes_the_base_physically_and_reloads_identically(strategy_
 
 # -- Flexora ---------------------------------------------------------------------------------
 
-def test_flexora_gates_move_to_the_layer_that_lowers_the_heldout_loss(strategy_setup) -> None:
-    setup, config = strategy_setup("flexora", target_modules=["attn_v"], flexora_gate_lr=0.05)
+def test_flexora_gates_move_to_the_layer_that_lowers_the_heldout_loss(strategy_setup, tmp_path) -> None:
+    space = tmp_path / "flexora.yaml"
+    space.write_text(textwrap.dedent("""
+        adapter: lora
+        parameters:
+          strategy: {type: choice, values: [none, flexora]}
+          layers: {type: per_layer, element: {type: bool}}
+          target_modules: {type: subset, values: [attn_v]}
+          learning_rate: {type: float, low: 1.0e-3, high: 1.0e-2}
+          flexora_gate_lr: {type: choice, values: [0.05], when: {strategy: flexora}}
+    """))
+    setup, config = strategy_setup("flexora", space=str(space), layers=[True, False, False, True])
     from autopeft.trial import _Trial
     trial = _Trial(setup, config)
     batches = trial.loader(setup.train_tokens, 8, True)
     model, _ = trial.build("search", 10, batches)
     strategy = trial.strategy
     layers = AdapterLayers(model, setup.layout)
-    # Constructed case: the adapters of layers 0-2 output nothing (PEFT starts B at 0); layer
-    # 3's adds large noise, which raises the loss. Its gate must shrink, the others' grow.
-    torch.manual_seed(0)
+    # Constructed case: LoRA in layers 0 and 3 only; layer 0's adapter is set along the descent
+    # direction of the held-out loss, layer 3's along the ascent direction. Layer 0's gate must
+    # grow, layer 3's shrink.
+    model.eval()
+    heldout = next(iter(trial.loader(strategy.heldout, len(strategy.heldout), False)))
+    weights = {layer: [m.lora_B["default"].weight for m in layers.lora[layer]] for layer in (0, 3)}
+    grads = torch.autograd.grad(setup.task.loss(model, heldout), weights[0] + weights[3])
     with torch.no_grad():
-        for module in layers.lora[3]:
-            module.lora_B["default"].weight.normal_(0, 5.0)
+        for sign, weight, grad in zip([-1, 1], weights[0] + weights[3], grads, strict=True):
+            weight.copy_(sign * 0.5 * grad / grad.norm())
     loop = TrainingLoop(model, setup.task, None, None, batches, torch.device("cpu"), 10, 0, Hyperparameters())
     for _ in range(10):
         strategy.after_optimizer_step(loop)
     strategy.on_train_end(loop)
     logits = strategy.logits.detach()
-    assert logits[3] < 0 < logits[0] and strategy.selected == [0, 1, 2]
-    # The training stage then builds LoRA on the selected layers only.
+    assert layers.indices == [0, 3] and logits[1] < 0 < logits[0] and strategy.selected == [0]
+    # The training stage then builds LoRA on the selected layer only.
     values = strategy.stage_values("train", trial.values)
-    assert values["layers"] == [True, True, True, False]
+    assert values["layers"] == [True, False, False, False]
 
 
 def test_flexora_trial_keeps_fewer_layers_and_logs_its_gates(strategy_setup) -> None:

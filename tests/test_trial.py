@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from peft import PeftModel
 from transformers import AutoTokenizer
 
+import autopeft
 from autopeft.config import DataConfig, SearchConfig
 from autopeft.errors import TrialError
 from autopeft.measure import count_parameters
@@ -66,3 +68,31 @@ def test_nan_loss_fails_the_trial(setup) -> None:
     batches = loader(setup.train_tokens, tok, 8, True, 0)
     with pytest.raises(TrialError, match="training loss is nan at step 1"):
         train(model, NanTask(), batches, batches, Hyperparameters(), setup.fidelity, torch.device("cpu"))
+
+
+def test_front_members_are_scored_on_test_by_every_quality_objective(setup, tmp_path) -> None:
+    # Before: with macro-F1 as an objective the front's test column was accuracy only.
+    from pathlib import Path
+
+    from autopeft.objectives import resolve_objective
+    from autopeft.trial import score_adapter
+
+    setup, optimizer = setup
+    seen = []
+    macro_f1 = resolve_objective(str(Path(__file__).parents[1] / "objectives/macro_f1.py:macro_f1"))
+
+    @autopeft.objective("maximize")
+    def test_size(trial) -> float:
+        seen.append(len(trial.predictions))
+        return float(len(trial.predictions))
+
+    setup.objectives = [*setup.objectives, macro_f1, test_size]
+    config = optimizer.ask()
+    result = run_trial(setup, config, save_to=tmp_path / "adapter")
+    scores = score_adapter(setup, tmp_path / "adapter", setup.data.test, config, result.cost)
+    assert set(scores) == {"accuracy", "macro_f1", "test_size"}  # no cost objective
+    assert seen == [len(setup.dev_tokens), len(setup.data.test)] and scores["test_size"] == len(setup.data.test)
+    evaluation = evaluate_adapter(setup, tmp_path / "adapter", setup.data.test)
+    pred, gold = evaluation.predictions, evaluation.labels
+    f1 = [2 * ((pred == c) & (gold == c)).sum() / ((pred == c).sum() + (gold == c).sum()) for c in (0, 1)]
+    assert scores["macro_f1"] == pytest.approx(float(np.nanmean(f1)))

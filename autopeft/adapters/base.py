@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from peft import PeftConfig, PeftModel, get_peft_model
 
+from autopeft.adapters.values import TRAINING_RULES, ValueRule, check_values
 from autopeft.errors import SpaceError
 from autopeft.models import ModelLayout
 from autopeft.space import SpaceSpec
@@ -45,6 +46,8 @@ class AdapterBuilder(ABC):
 
     #: parameter names (in search-space files) this adapter understands
     parameters: frozenset[str] = frozenset()
+    #: what values those parameters can take at all (checked when a space is read)
+    value_rules: dict[str, ValueRule] = {}
 
     @abstractmethod
     def build(self, values: dict[str, Any], ctx: BuildContext) -> PeftConfig | None:
@@ -116,6 +119,7 @@ def get_adapter(spec: SpaceSpec) -> AdapterBuilder:
             raise SpaceError(f"'{spec.adapter}' takes no parameter '{name}'; allowed are "
                              f"{sorted(allowed)}", source=spec.source, key=f"parameters.{name}",
                              line=spec.line_of(name))
+    check_values(spec, {**TRAINING_RULES, **builder.value_rules})
     builder.check_space(spec)
     check_strategy_space(spec)
     return builder

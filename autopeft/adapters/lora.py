@@ -8,8 +8,13 @@ from peft import LoraConfig
 
 from autopeft.adapters.base import AdapterBuilder, BuildContext, register_adapter
 from autopeft.adapters.placement import Placement, check_roles
+from autopeft.adapters.values import FRACTION, POSITIVE, POSITIVE_INT
 from autopeft.models import ModelLayout
 from autopeft.space import SpaceSpec
+
+
+#: LoRA's ranks are positive, its scale too, its dropout a probability
+LORA_RULES = {"rank": POSITIVE_INT, "alpha_multiplier": POSITIVE, "dropout": FRACTION}
 
 
 def lora_config(values: dict[str, Any], ctx: BuildContext, **options: Any) -> LoraConfig:
@@ -42,6 +47,7 @@ class LoraBuilder(AdapterBuilder):
     """Plain LoRA; the PEFT family space (``adapter: peft``) adds its variants."""
 
     parameters = frozenset({"layers", "rank", "target_modules", "alpha_multiplier", "dropout"})
+    value_rules = LORA_RULES
 
     def check_layout(self, spec: SpaceSpec, layout: ModelLayout) -> None:
         check_roles(spec, layout)

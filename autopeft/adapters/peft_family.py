@@ -19,7 +19,8 @@ from peft import (AdaLoraConfig, EvaConfig, IA3Config, LoHaConfig, LoKrConfig, P
 from safetensors.torch import save_file
 
 from autopeft.adapters.base import AdapterBuilder, BuildContext, register_adapter
-from autopeft.adapters.lora import lora_config, lora_parameter_count
+from autopeft.adapters.lora import LORA_RULES, lora_config, lora_parameter_count
+from autopeft.adapters.values import POSITIVE_INT
 from autopeft.adapters.placement import Placement, check_roles
 from autopeft.errors import SpaceError
 from autopeft.models import ModelLayout
@@ -175,6 +176,7 @@ class PeftFamilyBuilder(AdapterBuilder):
     """``method`` picks a PEFT method; each takes only its own parameters."""
 
     parameters = frozenset({"method"}) | frozenset().union(*(m.takes for m in METHODS.values()))
+    value_rules = {**LORA_RULES, "shared_rank": POSITIVE_INT, "num_virtual_tokens": POSITIVE_INT}
 
     def check_space(self, spec: SpaceSpec) -> None:
         method = spec.parameters.get("method")

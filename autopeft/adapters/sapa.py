@@ -57,6 +57,7 @@ from safetensors.torch import load_file, save_file
 from autopeft.adapters.base import AdapterBuilder, BuildContext, register_adapter
 from autopeft.adapters.bottleneck import (ATTRIBUTE, BottleneckConfig, FFNAdapters, insert_bottlenecks,
                                           load_bottlenecks, save_bottlenecks)
+from autopeft.adapters.values import LOG2_SIZE, POSITIVE
 from autopeft.errors import SpaceError
 from autopeft.models import ModelLayout, key_value_width, model_layout
 from autopeft.space import SpaceSpec
@@ -179,6 +180,8 @@ class SapaBuilder(AdapterBuilder):
     tuning over all layers; ``parallel_scale`` -> the parallel adapter's scale."""
 
     parameters = frozenset({"layers", "serial_k", "parallel_k", "prefix_k", "parallel_scale"})
+    value_rules = {"serial_k": LOG2_SIZE, "parallel_k": LOG2_SIZE, "prefix_k": LOG2_SIZE,
+                   "parallel_scale": POSITIVE}
 
     def check_layout(self, spec: SpaceSpec, layout: ModelLayout) -> None:
         missing = [r for r in ("ffn_up", "ffn_down") if r not in layout.roles]

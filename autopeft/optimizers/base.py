@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from autopeft.errors import ConfigError, SpaceError
+from autopeft.errors import ConfigError, SpaceExhausted
 from autopeft.space import Config, SearchSpace
 
 
@@ -50,7 +50,7 @@ def sample_unseen(space: SearchSpace, rng: np.random.Generator, asked: Collectio
         config = space.sample(rng)
         if space.key(config) not in asked:
             return config
-    raise SpaceError(f"search space exhausted: no new configuration in {draws} random "
+    raise SpaceExhausted(f"search space exhausted: no new configuration in {draws} random "
                      f"draws after {len(asked)} were asked")
 
 

@@ -7,7 +7,9 @@ has) drives :class:`~autopeft.optimizers.mobo.MOBO`: each trial rebuilds it from
 study's trials (completed ones told, running ones pending), so the sampler keeps no search
 state of its own and works with any storage and with parallel workers. Parameters
 outside that space (the first trial, define-by-run branches) are drawn by an independent
-sampler, random by default.
+sampler, random by default, and so are all of them once the relative space has nothing new
+left (never proposing a configuration twice is autopeft's rule where it can hold; a sampler
+must still always return a value).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from optuna.search_space import IntersectionSearchSpace
 from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from autopeft.errors import SpaceExhausted
 from autopeft.optimizers.mobo import MOBO
 from autopeft.space import Choice, Config, Dimension, Float, Int, SearchSpace, SpaceSpec
 
@@ -104,7 +107,13 @@ class MOBOSampler(BaseSampler):
                 mobo.add_pending(config)
             else:  # failed or pruned: never proposed again
                 mobo.tell(config, None)
-        config = mobo.ask()
+        try:
+            config = mobo.ask()
+        except SpaceExhausted:
+            # An Optuna sampler must always give a value: with nothing new left, the
+            # independent sampler draws (and may repeat), as Optuna's own samplers do.
+            self.last_ask_source = "independent"
+            return {}
         self.last_ask_source = mobo.last_ask_source
         return config
 

@@ -56,6 +56,11 @@ class Dimension(ABC):
     def check(self, value: Any) -> Value:
         """``value`` converted to this dimension's type; ValueError when it is not allowed."""
 
+    def extremes(self) -> list[Value]:
+        """Every value of a finite dimension, the ends of a range: what a rule on the values
+        this dimension can take needs to check."""
+        return list(getattr(self, "values", ())) or [getattr(self, "low"), getattr(self, "high")]
+
     def encode_inactive(self) -> list[float]:
         # Inactive dimensions encode as zeros so that all configurations that differ only in
         # values that do not matter map to the same point.
@@ -74,6 +79,9 @@ class Bool(Dimension):
 
     def neighbours(self, value: Value, rng: np.random.Generator) -> list[Value]:
         return [not value]
+
+    def extremes(self) -> list[Value]:
+        return [False, True]
 
     def check(self, value: Any) -> bool:
         if not isinstance(value, bool):

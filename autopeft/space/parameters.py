@@ -70,6 +70,10 @@ class Parameter(ABC):
                 raise ValueError(f"'when' must name scalar or per-layer parameters, not '{ref}'")
         return Condition(tuple(clauses)) if clauses else None
 
+    def extremes(self) -> list[Any]:
+        """The values (or range ends) one entry of this parameter can take."""
+        return []
+
     def active_for(self, parameter: str, value: Value) -> bool:
         """Whether this parameter can be active while scalar ``parameter`` equals ``value``."""
         return all(value in values for ref, values in self.when if ref == parameter)
@@ -83,6 +87,9 @@ class Scalar(Parameter):
 
     def expand(self, num_layers: int, others: dict[str, Parameter]) -> list[Dimension]:
         return [replace(self.dimension, name=self.name, condition=self._condition(others, None))]
+
+    def extremes(self) -> list[Any]:
+        return self.dimension.extremes()
 
     def assemble(self, config: dict[str, Value], num_layers: int) -> Any:
         return config.get(self.name)
@@ -130,6 +137,9 @@ class PerLayer(Parameter):
     def expand(self, num_layers: int, others: dict[str, Parameter]) -> list[Dimension]:
         return [replace(self.element, name=f"{self.name}.{i}", condition=self._condition(others, i))
                 for i in range(num_layers)]
+
+    def extremes(self) -> list[Any]:
+        return self.element.extremes()
 
     def constraints(self, num_layers: int) -> list[AtLeast]:
         if not self.min_selected:

@@ -250,11 +250,8 @@ def _describe(supports: dict[str, frozenset[str] | None]) -> str:
 
 def _check_knob_values(cls: type[TrainingStrategy], knob: str, param: Any, fail: Callable) -> None:
     """Each value a knob can take (a choice's values, a range's ends) builds a valid config."""
-    dimension = getattr(param, "dimension", None)
-    candidates = (list(dimension.values) if isinstance(dimension, Choice)
-                  else [dimension.low, dimension.high] if hasattr(dimension, "low") else [])
     field_name = cls.knobs()[knob].name
-    for value in candidates:
+    for value in param.extremes():
         try:
             cls.config_class(**{field_name: value})
         except (ValueError, TypeError) as err:

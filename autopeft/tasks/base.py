@@ -28,6 +28,8 @@ class TaskData:
     test: Dataset
     label_names: list[str] = field(default_factory=list)
     description: str = ""
+    #: what loading dropped, and why ("12 train rows dropped: text or label empty")
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass

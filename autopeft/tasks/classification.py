@@ -38,22 +38,29 @@ class SequenceClassification(Task):
         for required in ("text", "label"):
             if required not in columns:
                 raise DataError(f"--{required}-column is required for a classification task")
-        splits = {}
+        splits, notes = {}, []
         for role, path in (("train", source.train_file), ("dev", source.dev_file),
                            ("test", source.test_file)):
             if path:
-                table = select_columns(load_table(path, role), columns, path)
+                raw = load_table(path, role)
+                table = select_columns(raw, columns, path)
+                if len(table) < len(raw):
+                    notes.append(f"{len(raw) - len(table)} {role} rows of {path} dropped: "
+                                 f"{' or '.join(columns[r] for r in columns)} empty")
                 # Labels are names from here on, whatever type the file gave them.
                 splits[role] = table.cast_column("label", Value("string"))
-        return self.finish_data(splits["train"], splits.get("dev"), splits.get("test"), source,
-                                seed, description=f"{source.train_file} ({columns['text']} -> "
-                                f"{columns['label']})")
+        files = ", ".join(f"{role} {path}" for role, path in (("train", source.train_file),
+                          ("dev", source.dev_file), ("test", source.test_file)) if path)
+        data = self.finish_data(splits["train"], splits.get("dev"), splits.get("test"), source, seed,
+                                description=f"{files} ({columns['text']} -> {columns['label']})")
+        data.notes[:0] = notes
+        return data
 
     def finish_data(self, train: Dataset, dev: Dataset | None, test: Dataset | None,
                     source: DataSource, seed: int, description: str = "") -> TaskData:
         """Split, deduplicate and encode string labels as class ids named after the train split."""
         keys = ["text", "text_pair"] if "text_pair" in train.column_names else ["text"]
-        train, dev, test = split_splits(train, dev, test, source, keys, "label", seed)
+        train, dev, test, notes = split_splits(train, dev, test, source, keys, "label", seed)
         names = _label_names(train["label"])
         if len(names) < 2:
             raise DataError(f"the train split has {len(names)} label value(s); a classifier needs 2+")
@@ -65,7 +72,7 @@ class SequenceClassification(Task):
                 raise DataError(f"the {split_name} split has labels {sorted(unknown)[:5]} that the "
                                 f"train split lacks")
             encoded.append(split.cast_column("label", ClassLabel(names=names)))
-        return TaskData(*encoded, label_names=names, description=description)
+        return TaskData(*encoded, label_names=names, description=description, notes=notes)
 
     def load_model(self, model_path: str, data: TaskData) -> torch.nn.Module:
         names = data.label_names

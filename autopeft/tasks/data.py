@@ -108,19 +108,28 @@ def stratified_split(table: Dataset, fraction: float, strata: list, seed: int) -
 
 def split_splits(train: Dataset, dev: Dataset | None, test: Dataset | None, source: DataSource,
                  key_columns: list[str], strata_column: str, seed: int
-                 ) -> tuple[Dataset, Dataset, Dataset]:
-    """Fill in missing dev/test splits from train and remove duplicates across the splits."""
-    train = deduplicate(train, key_columns)
+                 ) -> tuple[Dataset, Dataset, Dataset, list[str]]:
+    """Fill in missing dev/test splits from train and remove duplicates within and across the
+    splits; also returns a note for each removal (how many, and why)."""
+    notes: list[str] = []
+
+    def dedup(table: Dataset, name: str, exclude: set[tuple] = frozenset(), why: str = "") -> Dataset:
+        kept = deduplicate(table, key_columns, exclude)
+        if len(kept) < len(table):
+            notes.append(f"{len(table) - len(kept)} {name} examples removed as duplicates{why}")
+        return kept
+
+    train = dedup(train, "train")
     if test is None:
         train, test = stratified_split(train, source.test_fraction, train[strata_column], seed)
-    test = deduplicate(test, key_columns)
+    test = dedup(test, "test")
     if dev is None:
         share = source.dev_fraction / (1.0 - (source.test_fraction if source.test_file is None else 0.0))
         train, dev = stratified_split(train, share, train[strata_column], seed + 1)
-    dev = deduplicate(dev, key_columns, exclude=set(example_keys(test, key_columns)))
+    dev = dedup(dev, "dev", set(example_keys(test, key_columns)), " (or of test examples)")
     held_out = set(example_keys(test, key_columns)) | set(example_keys(dev, key_columns))
-    train = deduplicate(train, key_columns, exclude=held_out)
+    train = dedup(train, "train", held_out, " of dev or test examples")
     for name, split in (("train", train), ("dev", dev), ("test", test)):
         if len(split) == 0:
             raise DataError(f"the {name} split is empty after removing duplicates")
-    return train, dev, test
+    return train, dev, test, notes
