@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from autopeft.optimizers.outcomes import OutcomeConstraint, constraint_value
-from autopeft.pareto import hypervolume_curve, infer_reference, pareto_mask
+from autopeft.pareto import hypervolume, hypervolume_curve, infer_reference, pareto_mask, to_maximization
 
 COST_KEYS = ("trainable_params", "trainable_percent", "base_params", "peak_memory_mb", "train_seconds",
              "examples_per_second")
@@ -76,14 +76,6 @@ def front_of(records: list[TrialRecord], objectives: list[ObjectiveInfo]) -> lis
     return sorted(front, key=lambda r: r.objectives[first.name], reverse=first.direction == "maximize")
 
 
-def reference_for(records: list[TrialRecord], objectives: list[ObjectiveInfo],
-                  given: dict[str, float] | None = None) -> np.ndarray:
-    done = [r for r in records if r.status == "completed"]
-    values = objective_matrix(done, objectives)
-    return infer_reference(values, [o.direction for o in objectives],
-                           [(given or {}).get(o.name) for o in objectives])
-
-
 def hypervolume_history(records: list[TrialRecord], objectives: list[ObjectiveInfo],
                         reference: np.ndarray) -> list[float]:
     """Hypervolume after each trial, in trial order (failed and infeasible trials add nothing)."""
@@ -93,6 +85,48 @@ def hypervolume_history(records: list[TrialRecord], objectives: list[ObjectiveIn
         if r.status != "completed" or not r.feasible:
             values[i] = np.nan
     return hypervolume_curve(values, [o.direction for o in objectives], reference)
+
+
+class HypervolumeLog:
+    """The hypervolume autopeft shows and logs after each finished trial, by one rule.
+
+    The reference point is the given worst acceptable value of each objective where there is
+    one, else BoTorch's inference over the completed, feasible trials so far (the worst value
+    minus a tenth of the range), and it only ever moves outwards: each new reference is the
+    elementwise worse of the last one and the inferred one. A trial therefore never lowers
+    the hypervolume (a bigger set, measured from a reference at least as far out). The
+    progress line, the MLflow metric and ``hypervolume.png`` all read :attr:`curve`.
+    """
+
+    def __init__(self, objectives: list[ObjectiveInfo], given: dict[str, float] | None = None) -> None:
+        self.objectives = objectives
+        self.directions = [o.direction for o in objectives]
+        self.given = [(given or {}).get(o.name) for o in objectives]
+        self.reference: np.ndarray | None = None
+        self.curve: list[float] = []
+
+    @property
+    def rule(self) -> str:
+        parts = [f"{o.name} {'given' if g is not None else 'inferred'}" for o, g in zip(self.objectives, self.given)]
+        return "reference: " + ", ".join(parts) + " (inferred: worst value so far - 10% of the range, only moving out)"
+
+    def add(self, records: list[TrialRecord]) -> float:
+        """The hypervolume of ``records`` after one more trial finished; appended to the curve."""
+        done = [r for r in records if r.status == "completed" and r.feasible]
+        if not done:
+            self.curve.append(0.0)
+            return 0.0
+        values = objective_matrix(done, self.objectives)
+        inferred = infer_reference(values, self.directions, self.given)
+        if self.reference is not None:
+            # Worse in the user's directions: lower for maximised, higher for minimised.
+            inferred = np.where(to_maximization(inferred[None, :], self.directions)[0]
+                                < to_maximization(self.reference[None, :], self.directions)[0],
+                                inferred, self.reference)
+        self.reference = inferred
+        value = hypervolume(values, self.directions, self.reference)
+        self.curve.append(value)
+        return value
 
 
 def front_table(front: list[TrialRecord], objectives: list[ObjectiveInfo]) -> pd.DataFrame:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -32,6 +33,13 @@ def format_front(front: list[TrialRecord], objectives: list[ObjectiveInfo]) -> s
                      + [line(r) for r in rows])
 
 
+def spans_decades(values: Sequence[float]) -> bool:
+    """Whether an axis should be logarithmic: positive values whose largest is over ten times
+    the smallest (trainable percentages run from 0.01 to 1 and more)."""
+    values = [v for v in values if v is not None]
+    return bool(values) and min(values) > 0 and max(values) / min(values) > 10
+
+
 def _axes(objectives: list[ObjectiveInfo]) -> tuple[ObjectiveInfo, ObjectiveInfo]:
     # With more than two objectives the plots show the first two; the CSV has them all.
     return objectives[0], objectives[1]
@@ -49,6 +57,8 @@ def plot_front_png(records: list[TrialRecord], front: list[TrialRecord],
     ax.scatter([p[0] for p in pts], [p[1] for p in pts], c="#d62728", label="Pareto front", zorder=3)
     for x, y, name in pts:
         ax.annotate(name.replace("trial-", "#"), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    if spans_decades([r.objectives[x_obj.name] for r in done]):
+        ax.set_xscale("log")
     ax.set_xlabel(f"{x_obj.name} ({x_obj.direction})")
     ax.set_ylabel(f"{y_obj.name} ({y_obj.direction})")
     ax.set_title(f"Pareto front: {len(front)} of {len(done)} completed trials")
@@ -75,15 +85,22 @@ def plot_front_html(records: list[TrialRecord], front: list[TrialRecord],
             hoverinfo="text"))
     fig.update_layout(title="autopeft Pareto front", xaxis_title=f"{x_obj.name} ({x_obj.direction})",
                       yaxis_title=f"{y_obj.name} ({y_obj.direction})", template="plotly_white")
+    if spans_decades([r.objectives[x_obj.name] for r in done]):
+        fig.update_xaxes(type="log")
     # The plotly.js bundle is inlined so the file opens offline (MLflow's UI, air-gapped hosts).
     fig.write_html(str(path), include_plotlyjs=True)
 
 
-def plot_hypervolume_png(curve: list[float], path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
+def plot_hypervolume_png(curve: list[float], path: Path, rule: str = "", reference: Sequence[float] = (),
+                         objectives: list[ObjectiveInfo] = ()) -> None:
+    """The hypervolume after each finished trial, titled with its reference point and rule."""
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
     ax.plot(range(1, len(curve) + 1), curve, marker="o")
-    ax.set_xlabel("trials")
+    ax.set_xlabel("finished trials")
     ax.set_ylabel("dominated hypervolume")
+    if len(reference):
+        point = ", ".join(f"{o.name} {v:.4g}" for o, v in zip(objectives, reference, strict=True))
+        ax.set_title(f"reference point: {point}\n{rule.removeprefix('reference: ')}", fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)

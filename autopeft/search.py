@@ -23,8 +23,7 @@ from autopeft.objectives import Objective, resolve_objectives
 from autopeft.optimizers import Optimizer, make_optimizer
 from autopeft.optimizers.outcomes import OutcomeConstraint, parse_constraints
 from autopeft.progress import ProgressLine
-from autopeft.records import (COST_KEYS, ObjectiveInfo, TrialRecord, front_of, front_table, hypervolume_history,
-                              meets, reference_for)
+from autopeft.records import COST_KEYS, HypervolumeLog, ObjectiveInfo, TrialRecord, front_of, front_table, meets
 from autopeft.report import format_front, plot_front_html, plot_front_png, plot_hypervolume_png
 from autopeft.runner import OBJECTIVE_PREFIX, STRATEGY_REPORT, run_trials
 from autopeft.measure import Stopwatch
@@ -185,6 +184,7 @@ class _Monitor:
         self.reference = reference
         self.records: dict[str, TrialRecord] = {}
         self.tracking = Stopwatch()
+        self.hypervolume = HypervolumeLog(objectives, reference)
 
     def on_start(self, trial_id: str, config: Config) -> None:
         record = TrialRecord(len(self.records) + 1, trial_id, dict(config),
@@ -211,23 +211,25 @@ class _Monitor:
         record.feasible = meets(record, self.constraints, self.objectives)
         record.strategy_report = json.loads(result.get(STRATEGY_REPORT) or "{}")
         record.adapter_dir = adapter_dir
-        with self.tracking:
-            self.tracker.finish_trial(record)
-        self._show()
+        self._finished(record)
 
     def on_failed(self, trial_id: str, error: str) -> None:
         record = self.records[trial_id]
         record.status, record.error = "failed", error
+        self._finished(record)
+
+    def _finished(self, record: TrialRecord) -> None:
+        hv = self.hypervolume.add(list(self.records.values()))
         with self.tracking:
             self.tracker.finish_trial(record)
+            self.tracker.log_hypervolume(hv, len(self.hypervolume.curve))
         self._show()
 
     def _show(self) -> None:
         records = list(self.records.values())
         done = sum(r.status == "completed" for r in records)
         front = front_of(records, self.objectives)
-        hv = hypervolume_history(records, self.objectives,
-                                 reference_for(records, self.objectives, self.reference))[-1] if done else 0.0
+        hv = self.hypervolume.curve[-1] if self.hypervolume.curve else 0.0
         self.progress.update(done, sum(r.status == "running" for r in records),
                              sum(r.status == "failed" for r in records), len(front), hv)
 
@@ -301,9 +303,9 @@ def _finish(config: SearchConfig, setup: SearchSetup, tracker: SearchTracker, mo
             # The test split is only ever used here, on the finished front: never for selection.
             record.test_metrics = score_adapter(setup, record.adapter_dir, setup.data.test, record.config,
                                                 {k: v for k, v in record.metrics.items() if k in COST_KEYS})
-    done = [r for r in records if r.status == "completed"]
-    reference = reference_for(records, objectives, references(config, setup.objectives)) if done else np.array([])
-    curve = hypervolume_history(records, objectives, reference) if done else []
+    log = monitor.hypervolume
+    reference = log.reference if log.reference is not None else np.array([])
+    curve = list(log.curve)
     with tempfile.TemporaryDirectory() as tmp:
         files = {"pareto_front.csv": Path(tmp) / "pareto_front.csv",
                  "pareto_front.png": Path(tmp) / "pareto_front.png",
@@ -312,9 +314,9 @@ def _finish(config: SearchConfig, setup: SearchSetup, tracker: SearchTracker, mo
         front_table(front, objectives).to_csv(files["pareto_front.csv"], index=False)
         plot_front_png(records, front, objectives, files["pareto_front.png"])
         plot_front_html(records, front, objectives, files["pareto_front.html"])
-        plot_hypervolume_png(curve, files["hypervolume.png"])
+        plot_hypervolume_png(curve, files["hypervolume.png"], log.rule, reference, objectives)
         adapters = {r.name: r.adapter_dir for r in front if r.adapter_dir is not None}
-        tracker.finish_search(records, curve, files, adapters)
+        tracker.finish_search(records, files, adapters)
     artifact_uri = tracker.client.get_run(run_id).info.artifact_uri
     timings["final_report_seconds"] = time.monotonic() - final_started
     return SearchResult(objectives, records, front, reference, curve, run_id, tracker.tracking_uri,

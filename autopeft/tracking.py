@@ -102,8 +102,12 @@ class SearchTracker:
             self.client.log_dict(record.run_id, record.strategy_report, "strategy.json")
         self.client.set_terminated(record.run_id, status=status)
 
-    def finish_search(self, records: list[TrialRecord], hypervolume: list[float],
-                      files: dict[str, Path], adapters: dict[str, Path], status: str = "completed") -> None:
+    def log_hypervolume(self, value: float, step: int) -> None:
+        """The search's hypervolume after its ``step``-th finished trial (logged as it happens)."""
+        self.client.log_metric(self.parent_id, "hypervolume", value, _now_ms(), step)
+
+    def finish_search(self, records: list[TrialRecord], files: dict[str, Path], adapters: dict[str, Path],
+                      status: str = "completed") -> None:
         for record in records:
             if record.run_id is None:
                 continue
@@ -111,9 +115,6 @@ class SearchTracker:
             if record.test_metrics:
                 self.client.log_batch(record.run_id, metrics=[
                     Metric(f"test_{k}", float(v), _now_ms(), 0) for k, v in record.test_metrics.items()])
-        if hypervolume:
-            self.client.log_batch(self.parent_id, metrics=[
-                Metric("hypervolume", v, _now_ms(), i + 1) for i, v in enumerate(hypervolume)])
         for path in files.values():
             self.client.log_artifact(self.parent_id, str(path))
         if adapters:

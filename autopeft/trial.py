@@ -156,7 +156,9 @@ def run_trial(setup: SearchSetup, config: Config, *, save_to: Path | None = None
     train_seconds = wall.seconds - eval_seconds
     cost = {
         "trainable_params": float(trainable),
-        # The share of the base model (head included), as AutoPEFT reports it.
+        # Trained parameters (the new task head included) over the base model's (head included).
+        # AutoPEFT's paper counts adapter weights alone, without biases or head: its
+        # percentages are lower than these for the same configuration.
         "trainable_percent": 100.0 * trainable / setup.layout.num_parameters,
         "base_params": float(base_params),
         "peak_memory_mb": memory.peak_mb,

@@ -54,6 +54,13 @@ def test_copula_warp_is_monotone_and_extends_beyond_the_data():
     assert z[0] < warp(np.array([0.5]))[0]  # a reference below the data stays below it
 
 
+def test_copula_clamps_a_far_reference_like_the_authors():
+    # Before: ties at 0.55 and a reference of 0.5 warped to about -11, data to -0.8..1.7.
+    values = np.array([0.55] * 8 + [0.56, 0.6, 0.7, 0.72])
+    warp = CopulaWarp(values)
+    data, ref = warp(values), warp(np.array([0.5]))[0]
+    assert ref < data.min() and ref >= -3.72 and data.min() > -1.5
+
 def test_constraint_steers_asks(space):
     """Memory (the encoding's sum) under a bound that few random configurations meet, and
     that the unconstrained search, chasing quality (the encoding's mean), overshoots."""

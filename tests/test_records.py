@@ -34,3 +34,28 @@ def test_infeasible_trials_leave_the_front_and_add_no_hypervolume():
     assert curve[:2] == [0.0, 0.0] and math.isclose(curve[2], 0.3 * 0.7)
     records[1].feasible = True
     assert [r.number for r in front_of(records, OBJECTIVES)] == [2]
+
+
+def test_hypervolume_never_falls_when_a_trial_is_added():
+    # Before: the progress line went 0.0011, 4.1e-09, 0.090 as the inferred reference moved
+    # inwards (one trial: 10% of the value; two tied trials: 10% of a zero range).
+    from autopeft.records import HypervolumeLog
+
+    log = HypervolumeLog(OBJECTIVES)
+    trials = [record(1, 0.578, 0.05), record(2, 0.578, 0.03), record(3, 0.55, 0.2),
+              record(4, 0.7, 0.1, status="failed"), record(5, 0.74, 0.08), record(6, 0.6, 0.01)]
+    seen = []
+    for t in trials:
+        seen.append(t)
+        log.add(seen)
+    assert len(log.curve) == 6 and all(b >= a for a, b in zip(log.curve, log.curve[1:]))
+    assert log.curve[-1] > log.curve[0] > 0
+
+
+def test_hypervolume_with_a_given_reference_uses_it_throughout():
+    from autopeft.records import HypervolumeLog
+
+    log = HypervolumeLog(OBJECTIVES, {"accuracy": 0.5, "trainable_percent": 1.0})
+    log.add([record(1, 0.6, 0.5)])
+    assert list(log.reference) == [0.5, 1.0] and math.isclose(log.curve[0], 0.1 * 0.5)
+    assert "accuracy given" in log.rule

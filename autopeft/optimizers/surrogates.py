@@ -32,6 +32,9 @@ from autopeft.errors import ConfigError
 # at 100 points); after 200 the marginal log likelihood was within 4% of converged.
 _FIT_MAXITER = 200
 
+#: the copula's warped values are clamped to [_TAIL, -_TAIL] (the 1e-4 quantile, as AutoPEFT's code)
+_TAIL = float(norm.ppf(1e-4))
+
 SurrogateFit = Callable[..., Model]
 _SURROGATES: dict[str, SurrogateFit] = {}
 
@@ -60,7 +63,8 @@ def get_surrogate(name: str) -> SurrogateFit:
 
 @register_surrogate("gp")
 def fit_gp(X: Tensor, y: Tensor, *, seed: int) -> Model:
-    """A GP with BoTorch's default Matern-5/2 kernel and priors, fitted by maximum likelihood.
+    """A GP with BoTorch 0.18's default kernel and priors (an RBF kernel whose lengthscale
+    priors scale with the dimension, Hvarfner et al. 2024), fitted by maximum likelihood.
 
     Args:
         X: ``n x d`` encoded configurations in [0, 1]^d (double).
@@ -102,7 +106,10 @@ class CopulaWarp:
     Objectives such as accuracy pile up (many runs at the majority-class score, a few far
     better); ranks spread them evenly, so a stationary GP with Gaussian noise fits them.
     The map is monotone, so the Pareto order is kept, and it is extended linearly beyond the
-    observed range so that a reference point or bound outside it maps consistently.
+    observed range so that a reference point or bound outside it maps consistently; the
+    result is clamped to the normal quantiles of 1e-4 and 1 - 1e-4, as the authors clip the
+    warped values, so that a reference far from the data (a slope from two tied-up values
+    can reach -11 for an accuracy of 0.5 when the data span -0.8..1.7) lands near it.
 
     Args:
         values: ``n`` observed values (at least two distinct).
@@ -123,7 +130,8 @@ class CopulaWarp:
         x, z = self._x, self._z
         low = z[0] + (v - x[0]) * (z[1] - z[0]) / (x[1] - x[0])
         high = z[-1] + (v - x[-1]) * (z[-1] - z[-2]) / (x[-1] - x[-2])
-        return np.where(v < x[0], low, np.where(v > x[-1], high, np.interp(v, x, z)))
+        warped = np.where(v < x[0], low, np.where(v > x[-1], high, np.interp(v, x, z)))
+        return np.clip(warped, _TAIL, -_TAIL)
 
 
 def quiet_fit(fit: SurrogateFit, X: Tensor, y: Tensor, **kwargs: Any) -> Model:
