@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from autopeft.optimizers.outcomes import OutcomeConstraint, constraint_value
+from autopeft.optimizers.outcomes import OutcomeConstraint, constraint_value, meets_all
 from autopeft.pareto import hypervolume, hypervolume_curve, infer_reference, pareto_mask, to_maximization
 
 COST_KEYS = ("trainable_params", "trainable_percent", "base_params", "peak_memory_mb", "train_seconds",
@@ -61,8 +61,7 @@ def meets(record: TrialRecord, constraints: Sequence[OutcomeConstraint],
     """Whether ``record`` meets every outcome constraint (a value it did not report does not)."""
     values = [record.objectives.get(o.name, math.nan) for o in objectives]
     named = {**record.metrics, **record.objectives}
-    return all(math.isfinite(v := constraint_value(c, values, named)) and c.satisfied(v)
-               for c in constraints)
+    return meets_all(constraints, [constraint_value(c, values, named) for c in constraints])
 
 
 def front_of(records: list[TrialRecord], objectives: list[ObjectiveInfo]) -> list[TrialRecord]:

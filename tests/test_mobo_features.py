@@ -96,3 +96,22 @@ def test_concurrent_asks_are_distinct_and_model_driven(space):
     assert len({space.key(c) for c in batch}) == 4
     assert opt.last_ask_source == "model"
     assert len(opt._pending) == 4
+
+
+def test_failed_trials_steer_the_model_away_from_where_they_failed(space):
+    # Learning rates above a threshold diverge (the trial fails) while, below it, quality grows
+    # with the learning rate: the model's trend points into the failing region. Before, failures
+    # were only kept from being proposed again and the model never saw them: 12 of 20 model
+    # asks over these two seeds went into the failing region (5 now).
+    lr = [d.name for d in space.dimensions].index("learning_rate")
+    into_failure = []
+    for seed in (0, 1):
+        opt = make_optimizer("mobo", space, DIRECTIONS, seed=seed, **FAST)
+        for _ in range(16):
+            config = opt.ask()
+            x = space.encode(config)
+            fails = x[lr] > 0.6
+            if opt.last_ask_source == "model":
+                into_failure.append(bool(fails))
+            opt.tell(config, None if fails else [float(x[lr]), float(x.sum() - x[lr])])
+    assert len(into_failure) == 20 and sum(into_failure) <= 8, into_failure

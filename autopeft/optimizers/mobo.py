@@ -46,7 +46,7 @@ from torch import Tensor
 from autopeft.errors import ConfigError
 from autopeft.optimizers.base import Optimizer, register_optimizer, sample_unseen
 from autopeft.optimizers.candidates import candidate_set, polish
-from autopeft.optimizers.outcomes import constraint_value, parse_constraints
+from autopeft.optimizers.outcomes import constraint_value, meets_all, parse_constraints
 from autopeft.optimizers.surrogates import (CopulaWarp, get_surrogate, quiet_fit, register_surrogate,
                                             surrogate_names)
 from autopeft.pareto import infer_reference, pareto_mask, to_maximization
@@ -128,6 +128,9 @@ class MOBO(Optimizer):
         self._pending: dict[tuple, Config] = {}
         # Successful tells: (config, objective values in user directions, constrained values).
         self._observed: list[tuple[Config, np.ndarray, np.ndarray]] = []
+        # Failed tells (an exception, a NaN loss, out of memory): told to the surrogates at the
+        # worst values observed, so that a region that fails is not explored again and again.
+        self._failed: list[Config] = []
         self._n_asks = 0
 
     def ask(self) -> Config:
@@ -155,14 +158,14 @@ class MOBO(Optimizer):
         key = self.space.key(config)
         self._pending.pop(key, None)
         self._asked.add(key)  # also a configuration told without an ask (e.g. from a resumed run)
-        if values is None:
-            return
-        y = np.asarray(values, dtype=np.float64).reshape(-1)
-        if len(y) != len(self.directions):
+        y = None if values is None else np.asarray(values, dtype=np.float64).reshape(-1)
+        if y is not None and len(y) != len(self.directions):
             raise ValueError(f"got {len(y)} objective values, expected {len(self.directions)}")
-        if np.isfinite(y).all():  # NaN or inf: a failed trial, kept out of the surrogate
-            c = np.array([constraint_value(oc, y, metrics or {}) for oc in self.outcome_constraints])
-            self._observed.append((config, y, c))
+        if y is None or not np.isfinite(y).all():  # NaN or inf: failed too
+            self._failed.append(config)
+            return
+        c = np.array([constraint_value(oc, y, metrics or {}) for oc in self.outcome_constraints])
+        self._observed.append((config, y, c))
 
     def _random_new(self) -> Config:
         return sample_unseen(self.space, self._rng, self._asked)
@@ -181,11 +184,20 @@ class MOBO(Optimizer):
             # A constant objective (every early trial at the majority-class accuracy) carries
             # no ranking; a GP on it only fits noise, slowly. Random asks until it varies.
             return None
+        if self._failed:
+            # Failed configurations join the data at the worst value of each objective (in
+            # the user's directions) and count as infeasible: they teach the surrogates where
+            # not to go, and never become front members or set the reference.
+            worst = np.where(np.array(self.directions) == "maximize", values.min(axis=0), values.max(axis=0))
+            configs = configs + self._failed
+            values = np.vstack([values, np.tile(worst, (len(self._failed), 1))])
+            constrained = np.vstack([constrained, np.full((len(self._failed), constrained.shape[1]), np.nan)])
         # Local search starts from the Pareto set of the feasible trials (all, while none is):
         # a front member that breaks a constraint is no place to look nearby.
-        feasible = np.array([all(oc.satisfied(v) or not math.isfinite(v)
-                                 for oc, v in zip(self.outcome_constraints, row)) for row in constrained])
-        pool = np.flatnonzero(feasible) if feasible.any() else np.arange(len(configs))
+        failed = np.arange(len(configs)) >= len(self._observed)
+        feasible = ~failed & np.array([meets_all(self.outcome_constraints, row) for row in constrained])
+        front_rows = feasible if feasible.any() else ~failed
+        pool = np.flatnonzero(front_rows)
         front = [configs[i] for i, keep in zip(pool, pareto_mask(values[pool], self.directions)) if keep]
         candidates = candidate_set(self.space, front, self._asked, self.n_candidates, self._rng)
         if not candidates:
@@ -197,7 +209,7 @@ class MOBO(Optimizer):
         seed = int(np.random.SeedSequence([self.seed, self._n_asks]).generate_state(1)[0])
         try:
             with manual_seed(seed):
-                acqf, screen = self._acquisition(X, values, constrained, feasible, X_pending, seed)
+                acqf, screen = self._acquisition(X, values, constrained, front_rows, X_pending, seed)
                 Xc = self._encode(candidates)
                 if screen is not None and len(candidates) > _SCREENED:
                     keep = torch.nan_to_num(_score(screen, Xc), nan=-math.inf).topk(_SCREENED).indices
@@ -215,7 +227,7 @@ class MOBO(Optimizer):
         return candidates[int(scores.argmax())]
 
     def _acquisition(self, X: Tensor, values: np.ndarray, constrained: np.ndarray,
-                     feasible: np.ndarray, X_pending: Tensor | None, seed: int
+                     front_rows: np.ndarray, X_pending: Tensor | None, seed: int
                      ) -> tuple[AcquisitionFunction, AcquisitionFunction | None]:
         """qLogNEHVI (qLogNEI for one objective) on freshly fitted surrogates, and for a
         fully Bayesian surrogate a cheaper screen (or ``None``).
@@ -228,7 +240,8 @@ class MOBO(Optimizer):
             X: ``n x d`` encoded successful configurations.
             values: ``n x m`` their objective values (user directions).
             constrained: ``n x k`` their constrained quantities (NaN where not reported).
-            feasible: ``n`` booleans, the rows that meet every constraint.
+            front_rows: ``n`` booleans, the rows the front and reference come from: those that
+                meet every constraint, else (while none does) every trial that did not fail.
             X_pending: ``p x d`` pending configurations, or ``None``.
             seed: Seeds NUTS and the MC sampler.
         """
@@ -238,7 +251,7 @@ class MOBO(Optimizer):
         # Unset entries come from the nadir of the (feasible) Pareto front, BoTorch's rule: a
         # reference behind the worst trial ever seen would reward extending the front into
         # regions no one wants (DTLZ2: 0.15-0.85 of the true hypervolume across seeds).
-        pool = values[feasible] if feasible.any() else values
+        pool = values[front_rows]
         front = pool[pareto_mask(pool, self.directions)]
         ref = to_maximization(infer_reference(front, self.directions, given=self.reference_point)[None, :],
                               self.directions)[0]
@@ -282,7 +295,7 @@ class MOBO(Optimizer):
                                                        **common)
         if draws == 1:
             return acqf, None
-        front = torch.from_numpy(np.stack(columns[:m], axis=-1)[feasible if feasible.any() else slice(None)])
+        front = torch.from_numpy(np.stack(columns[:m], axis=-1)[front_rows])
         ref_t = torch.from_numpy(ref)
         screen = qLogExpectedHypervolumeImprovement(
             model=model, ref_point=ref_t, objective=objective, X_pending=X_pending,

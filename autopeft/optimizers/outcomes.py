@@ -5,6 +5,7 @@ than by discarding trials after they ran.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -60,3 +61,10 @@ def constraint_value(constraint: OutcomeConstraint, values: Sequence[float],
     if isinstance(constraint.target, int):
         return float(values[constraint.target])
     return float(metrics.get(constraint.target, float("nan")))
+
+
+def meets_all(constraints: Sequence[OutcomeConstraint], constrained: Sequence[float]) -> bool:
+    """Whether one trial's constrained quantities (``constraint_value`` of each constraint)
+    meet every constraint. A quantity the trial did not report (NaN) does not: the one rule
+    for the optimizer's acquisition and for the reported front."""
+    return all(math.isfinite(v) and c.satisfied(v) for c, v in zip(constraints, constrained, strict=True))
