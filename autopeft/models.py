@@ -8,6 +8,7 @@ the model's own module names.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,9 +18,12 @@ from autopeft.errors import ModelError
 
 #: role -> module paths inside one transformer layer, across common architectures
 ROLE_PATHS: dict[str, tuple[str, ...]] = {
-    "attn_q": ("attention.self.query", "self_attn.q_proj", "attn.q_proj", "attention.q_lin"),
-    "attn_k": ("attention.self.key", "self_attn.k_proj", "attn.k_proj", "attention.k_lin"),
-    "attn_v": ("attention.self.value", "self_attn.v_proj", "attn.v_proj", "attention.v_lin"),
+    "attn_q": ("attention.self.query", "attention.self.query_proj", "self_attn.q_proj", "attn.q_proj",
+               "attention.q_lin"),
+    "attn_k": ("attention.self.key", "attention.self.key_proj", "self_attn.k_proj", "attn.k_proj",
+               "attention.k_lin"),
+    "attn_v": ("attention.self.value", "attention.self.value_proj", "self_attn.v_proj", "attn.v_proj",
+               "attention.v_lin"),
     "attn_o": ("attention.output.dense", "self_attn.o_proj", "attn.out_proj", "attention.out_lin",
                "self_attn.dense"),
     "ffn_gate": ("mlp.gate_proj",),
@@ -28,8 +32,10 @@ ROLE_PATHS: dict[str, tuple[str, ...]] = {
 }
 
 
-#: attribute names of task heads; PEFT trains these alongside any adapter (modules_to_save)
-HEAD_NAMES = ("classifier", "score")
+#: PEFT trains the modules whose names end so with every adapter of a classification model
+PEFT_HEAD_SUFFIXES = ("classifier", "score")
+#: where :func:`mark_new_modules` keeps, on a loaded model, the modules its checkpoint lacked
+NEW_MODULES = "_autopeft_new_modules"
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,8 @@ class ModelLayout:
     linear_shapes: dict[str, tuple[int, int]] = field(default_factory=dict)
     head_parameters: int = 0          # the task head's parameters (trained with any adapter)
     prefix_width: int = 0             # width of one layer's key (or value) prefix, as PEFT sizes it
+    #: the task head's modules, trained with every adapter (:func:`head_modules`)
+    head_modules: tuple[str, ...] = ()
 
     def module_name(self, layer: int, role: str) -> str:
         return f"{self.layers_path}.{layer}.{self.roles[role]}"
@@ -59,6 +67,32 @@ class ModelLayout:
     def layer_regex(self, layer: int) -> str:
         """A PEFT pattern key matching every module of one layer (for rank/alpha patterns)."""
         return rf"{re.escape(self.layers_path)}\.{layer}\..*"
+
+
+def mark_new_modules(model: torch.nn.Module, missing_keys: Iterable[str]) -> torch.nn.Module:
+    """Note on ``model`` which modules its checkpoint did not provide (``from_pretrained``'s
+    missing keys): the new task head, and DeBERTa's pooler, which a base checkpoint lacks."""
+    prefix = getattr(model, "base_model_prefix", "")
+    names = set()
+    for key in missing_keys:
+        parts = key.split(".")
+        # Inside the base model, the missing submodule (its pooler), never the whole base.
+        depth = 2 if parts[0] == prefix and len(parts) > 2 else 1
+        names.add(".".join(parts[:depth]))
+    setattr(model, NEW_MODULES, sorted(names))
+    return model
+
+
+def head_modules(model: torch.nn.Module) -> list[str]:
+    """The task head that trains with every adapter: the modules the checkpoint did not
+    provide (freshly initialised, see :func:`mark_new_modules`) and those PEFT trains anyway
+    (names ending in ``classifier`` or ``score``: DistilBERT's ``pre_classifier`` too).
+
+    One rule for what trains (every builder hands these to PEFT as ``modules_to_save``; SAPA
+    unfreezes them) and for what parameter counts include. Outermost module names only."""
+    names = set(getattr(model, NEW_MODULES, ()))
+    names |= {name for name, _ in model.named_modules() if name.endswith(PEFT_HEAD_SUFFIXES)}
+    return sorted(n for n in names if not any(n.startswith(f"{o}.") for o in names))
 
 
 def check_model_reference(model: str) -> None:
@@ -111,8 +145,8 @@ def model_layout(model: torch.nn.Module) -> ModelLayout:
                 break
     config = getattr(model, "config", None)
     hidden = getattr(config, "hidden_size", None) or getattr(config, "d_model", 0)
-    head = sum(p.numel() for name in HEAD_NAMES if hasattr(model, name)
-               for p in getattr(model, name).parameters())
+    head = head_modules(model)
+    head_params = {id(p): p.numel() for name in head for p in model.get_submodule(name).parameters()}
     return ModelLayout(layers_path, len(layers), roles, linear, int(hidden),
-                       sum(p.numel() for p in model.parameters()), shapes, head,
-                       key_value_width(config) if config is not None else int(hidden))
+                       sum(p.numel() for p in model.parameters()), shapes, sum(head_params.values()),
+                       key_value_width(config) if config is not None else int(hidden), tuple(head))

@@ -21,6 +21,8 @@ from autopeft.models import ModelLayout
 from autopeft.space import SpaceSpec
 from autopeft.training import TrainingHooks
 
+#: PEFT task types whose (new) head is trained with the adapter
+HEAD_TASK_TYPES = frozenset({"SEQ_CLS", "TOKEN_CLS", "QUESTION_ANS"})
 #: parameters the training loop reads, whatever the adapter
 TRAINING_PARAMETERS = {"learning_rate", "weight_decay", "warmup_ratio", "batch_size"}
 
@@ -35,6 +37,12 @@ class BuildContext:
     total_steps: int = 0
     #: training batches, for data-driven initialisations (EVA); called at most once
     calibration: Callable[[], Iterable[dict]] | None = None
+
+    @property
+    def head(self) -> list[str] | None:
+        """PEFT's ``modules_to_save``: the task head, by the rule parameter counts use
+        (:func:`autopeft.models.head_modules`); None for task types without a trained head."""
+        return list(self.layout.head_modules) or None if self.task_type in HEAD_TASK_TYPES else None
 
 
 class AdapterBuilder(ABC):

@@ -32,6 +32,7 @@ def lora_config(values: dict[str, Any], ctx: BuildContext, **options: Any) -> Lo
         layers_pattern=place.layers_pattern,
         rank_pattern=place.rank_pattern(),
         alpha_pattern=place.alpha_pattern(),
+        modules_to_save=ctx.head,
         **options,
     )
 

@@ -94,7 +94,7 @@ def _adalora(values: dict[str, Any], ctx: BuildContext) -> AdaLoraConfig:
                          deltaT=max(1, total // 10), lora_alpha=2 * init_r,
                          lora_dropout=float(values.get("dropout") or 0.0),
                          target_modules=place.targets(), layers_to_transform=place.layers,
-                         layers_pattern=place.layers_pattern)
+                         layers_pattern=place.layers_pattern, modules_to_save=ctx.head)
 
 
 def _lycoris(cls: type[PeftConfig]) -> Callable[[dict[str, Any], BuildContext], PeftConfig]:
@@ -103,7 +103,7 @@ def _lycoris(cls: type[PeftConfig]) -> Callable[[dict[str, Any], BuildContext], 
         return cls(task_type=ctx.task_type, r=place.top_rank, alpha=place.multiplier * place.top_rank,
                    target_modules=place.targets(), layers_to_transform=place.layers,
                    layers_pattern=place.layers_pattern, rank_pattern=place.rank_pattern(),
-                   alpha_pattern=place.alpha_pattern())
+                   alpha_pattern=place.alpha_pattern(), modules_to_save=ctx.head)
     return build
 
 
@@ -111,7 +111,8 @@ def _vera(values: dict[str, Any], ctx: BuildContext) -> VeraConfig:
     place = Placement.of(values, ctx.layout)
     return VeraConfig(task_type=ctx.task_type, r=int(values["shared_rank"]), target_modules=place.targets(),
                       layers_to_transform=place.layers, layers_pattern=place.layers_pattern,
-                      vera_dropout=float(values.get("dropout") or 0.0), save_projection=True)
+                      vera_dropout=float(values.get("dropout") or 0.0), save_projection=True,
+                      modules_to_save=ctx.head)
 
 
 def _ia3(values: dict[str, Any], ctx: BuildContext) -> IA3Config:
@@ -119,7 +120,8 @@ def _ia3(values: dict[str, Any], ctx: BuildContext) -> IA3Config:
     # IA3Config has no layers_to_transform: modules are named one by one in the kept layers.
     targets = place.targets(exact=True)
     ffn = [ctx.layout.module_name(i, "ffn_down") for i in place.layers] if "ffn_down" in place.roles else []
-    return IA3Config(task_type=ctx.task_type, target_modules=targets, feedforward_modules=ffn)
+    return IA3Config(task_type=ctx.task_type, target_modules=targets, feedforward_modules=ffn,
+                     modules_to_save=ctx.head)
 
 
 METHODS: dict[str, Method] = {
@@ -136,10 +138,10 @@ METHODS: dict[str, Method] = {
     "lokr": Method(RANKED, _lycoris(LoKrConfig)),
     "vera": Method(SHARED_RANK, _vera, _vera_count),
     "ia3": Method(PLACED - {"dropout"}, _ia3, _ia3_count),
-    "prefix": Method(VIRTUAL, lambda v, c: PrefixTuningConfig(task_type=c.task_type,
+    "prefix": Method(VIRTUAL, lambda v, c: PrefixTuningConfig(task_type=c.task_type, modules_to_save=c.head,
                                                               num_virtual_tokens=int(v["num_virtual_tokens"])),
                      _prefix_count),
-    "prompt": Method(VIRTUAL, lambda v, c: PromptTuningConfig(task_type=c.task_type,
+    "prompt": Method(VIRTUAL, lambda v, c: PromptTuningConfig(task_type=c.task_type, modules_to_save=c.head,
                                                               num_virtual_tokens=int(v["num_virtual_tokens"])),
                      _prompt_count),
 }

@@ -29,10 +29,9 @@ hidden size, or ``head_dim x num_key_value_heads`` for grouped-query attention, 
 
 **Task head.** For task types whose head is new and trained (``SEQ_CLS``, ``TOKEN_CLS``,
 ``QUESTION_ANS``) the head is trained alongside the adapters, as PEFT does with
-``modules_to_save``. It is found generically: the direct children of the task model, other
-than its base model (``model.base_model``, e.g. ``bert`` or ``model``), that hold parameters
-not shared with the base model (``classifier`` for BERT, ``score`` for LLaMA; a tied LM head is
-never picked). With the prefix on, these names are PEFT's ``modules_to_save`` (PEFT trains and
+``modules_to_save``. It is found by the rule every adapter follows
+(:func:`autopeft.models.head_modules`: what the checkpoint did not provide, and what PEFT
+trains anyway). With the prefix on, these names are PEFT's ``modules_to_save`` (PEFT trains and
 saves a copy); with it off, the head's own parameters are unfrozen and saved by this builder.
 
 **Saved folder.** With the prefix on: PEFT's ``adapter_config.json`` and
@@ -54,19 +53,18 @@ import torch
 from peft import PeftModel, PrefixTuningConfig, get_peft_model
 from safetensors.torch import load_file, save_file
 
-from autopeft.adapters.base import AdapterBuilder, BuildContext, register_adapter
+from autopeft.adapters.base import HEAD_TASK_TYPES, AdapterBuilder, BuildContext, register_adapter
 from autopeft.adapters.bottleneck import (ATTRIBUTE, BottleneckConfig, FFNAdapters, insert_bottlenecks,
                                           load_bottlenecks, save_bottlenecks)
 from autopeft.adapters.values import LOG2_SIZE, POSITIVE
 from autopeft.errors import SpaceError
 from autopeft.models import ModelLayout, key_value_width, model_layout
+from autopeft.models import head_modules as model_head_modules
 from autopeft.space import SpaceSpec
 
 #: the largest log2 size, which switches a module off
 OFF_K = 10
 DEFAULT_PARALLEL_SCALE = 4.0
-#: PEFT task types whose (new) head is trained with the adapter
-HEAD_TASK_TYPES = frozenset({"SEQ_CLS", "TOKEN_CLS", "QUESTION_ANS"})
 HEAD_FILE = "head_model.safetensors"
 PEFT_CONFIG_FILE = "adapter_config.json"
 _SIZES = ("serial_k", "parallel_k", "prefix_k")
@@ -133,13 +131,9 @@ def sapa_parameter_count(values: dict[str, Any], layout: ModelLayout, head_param
 
 
 def head_modules(model: torch.nn.Module, task_type: str = "SEQ_CLS") -> list[str]:
-    """Names of the task model's trained head modules (see the module docstring)."""
-    base = getattr(model, "base_model", model)
-    if task_type not in HEAD_TASK_TYPES or base is model:
-        return []
-    base_ids = {id(p) for p in base.parameters()}
-    return [name for name, child in model.named_children()
-            if child is not base and any(id(p) not in base_ids for p in child.parameters())]
+    """Names of the task model's trained head modules: the rule every adapter follows
+    (:func:`autopeft.models.head_modules`), for task types with a trained head."""
+    return model_head_modules(model) if task_type in HEAD_TASK_TYPES else []
 
 
 def head_parameter_count(model: torch.nn.Module, task_type: str = "SEQ_CLS") -> int:
@@ -148,10 +142,8 @@ def head_parameter_count(model: torch.nn.Module, task_type: str = "SEQ_CLS") -> 
 
 
 def _head_parameters(model: torch.nn.Module, task_type: str) -> dict[str, torch.nn.Parameter]:
-    base = getattr(model, "base_model", model)
-    base_ids = {id(p) for p in base.parameters()}
     return {f"{name}.{pname}": p for name in head_modules(model, task_type)
-            for pname, p in model.get_submodule(name).named_parameters() if id(p) not in base_ids}
+            for pname, p in model.get_submodule(name).named_parameters()}
 
 
 def _task_model(model: torch.nn.Module) -> torch.nn.Module:

@@ -11,6 +11,7 @@ from datasets import ClassLabel, Dataset, Value
 from transformers import AutoModelForSequenceClassification
 
 from autopeft.errors import DataError
+from autopeft.models import mark_new_modules
 from autopeft.tasks.base import Evaluation, Task, TaskData, register_task
 from autopeft.tasks.data import DataSource, load_table, select_columns, split_splits
 
@@ -76,9 +77,10 @@ class SequenceClassification(Task):
 
     def load_model(self, model_path: str, data: TaskData) -> torch.nn.Module:
         names = data.label_names
-        return AutoModelForSequenceClassification.from_pretrained(
+        model, info = AutoModelForSequenceClassification.from_pretrained(
             model_path, num_labels=len(names), id2label=dict(enumerate(names)),
-            label2id={n: i for i, n in enumerate(names)})
+            label2id={n: i for i, n in enumerate(names)}, output_loading_info=True)
+        return mark_new_modules(model, info["missing_keys"])
 
     def tokenize(self, split: Dataset, tokenizer: Any, max_length: int) -> Dataset:
         pair = "text_pair" in split.column_names
