@@ -1,16 +1,21 @@
 """Plain LoRA against each training strategy on the demo model and data, at one fixed budget.
 
-    nice -n 5 .venv/bin/python benchmarks/strategies.py --seeds 3 --out benchmarks/results/strategies
+    nice -n 5 .venv/bin/python benchmarks/strategies.py --out benchmarks/results/strategies
     .venv/bin/python benchmarks/strategies.py --report --out benchmarks/results/strategies
 
 Every run trains the same adapter (LoRA rank 8, alpha 16, on q, k, v, attention output, FFN up
-and down of all 6 layers, learning rate 1e-3) on the same 2,000 training examples of at most 64
-tokens, one epoch in batches of 16 (125 steps), with the same seed for every strategy; the
-strategies add their own stages on top (Flexora's search stage, Light-PEFT's estimation),
-which are paid for in time. Dev accuracy is the trial's (best epoch); test accuracy is the
-saved adapter's on the test split, reloaded with autopeft's loader. Each run is its own
-process (peak memory is the process's resident set, which never shrinks), on 2 threads, one
-after the other. Rows are appended to ``OUT/runs.csv``; a rerun skips the rows there.
+and down of all 6 layers; IncreLoRA grows to the same average rank 8) on the same 2,000
+training examples of at most 64 tokens, one epoch in batches of 16 (125 steps); the strategies
+add their own stages on top (Flexora's search stage, Light-PEFT's estimation), which are paid
+for in time. The strategies learn at different speeds (IST updates a quarter of the layers per
+step, IncreLoRA starts from E = 0), so each gets its learning rate picked from the same grid
+(``--grid``) by dev accuracy on a selection seed (``--select-seed``, 0), and is then reported
+over other seeds (``--seeds``, 1 2 3): the seeds reported were not used to choose. Dev accuracy
+is the trial's (best epoch); test accuracy is the saved adapter's on the test split, reloaded
+with autopeft's loader. Each run is its own process (peak memory is the process's resident
+set, which never shrinks), on 2 threads, one after the other; times are only comparable from a
+run on an otherwise idle machine. Rows are appended to ``OUT/runs.csv``; a rerun skips the
+(strategy, seed, learning rate) rows already there.
 """
 
 from __future__ import annotations
@@ -28,7 +33,8 @@ import numpy as np
 
 STRATEGIES = ("none", "flexora", "ist", "increlora", "light_peft")
 ALL_ROLES = ["attn_q", "attn_k", "attn_v", "attn_o", "ffn_up", "ffn_down"]
-FIXED = {"target_modules": ALL_ROLES, "alpha_multiplier": 2, "learning_rate": 1e-3}
+FIXED = {"target_modules": ALL_ROLES, "alpha_multiplier": 2}
+GRID = (1e-3, 2.5e-3, 5e-3)
 KNOBS = {
     "none": {"layers": True, "rank": 8},
     "flexora": {"rank": 8},
@@ -38,12 +44,12 @@ KNOBS = {
                    "light_peft_neuron_prune": 0.3333, "light_peft_module_prune": 0.75,
                    "light_peft_rank_prune": 0.5},
 }
-FIELDS = ["strategy", "seed", "dev_accuracy", "test_accuracy", "trainable_params", "base_params",
+FIELDS = ["strategy", "seed", "learning_rate", "dev_accuracy", "test_accuracy", "trainable_params", "base_params",
           "layer_params", "examples_per_second", "train_seconds", "last_stage_examples_per_second",
           "peak_memory_mb", "report"]
 
 
-def run_one(strategy: str, seed: int) -> dict:
+def run_one(strategy: str, seed: int, learning_rate: float) -> dict:
     """One trial in this process; the row for runs.csv."""
     import torch
 
@@ -53,7 +59,7 @@ def run_one(strategy: str, seed: int) -> dict:
     from autopeft.trial import evaluate_adapter, run_trial
 
     torch.set_num_threads(2)
-    fixed = {"strategy": strategy, **FIXED, **KNOBS[strategy]}
+    fixed = {"strategy": strategy, **FIXED, **KNOBS[strategy], "learning_rate": learning_rate}
     if fixed.get("layers") is True:
         fixed["layers"] = [True] * 6
     config = SearchConfig(task="demo", space="strategies", optimizer="random", seed=seed, fixed=fixed,
@@ -66,7 +72,8 @@ def run_one(strategy: str, seed: int) -> dict:
                  .get_submodule(setup.layout.layers_path).parameters())
     last = [k for k in result.timing if k.endswith("_stage_examples_per_second")][-1]
     report = {k: v for k, v in result.strategy.items() if not isinstance(v, (dict, list))}
-    return {"strategy": strategy, "seed": seed, "dev_accuracy": result.metrics["accuracy"],
+    return {"strategy": strategy, "seed": seed, "learning_rate": learning_rate,
+            "dev_accuracy": result.metrics["accuracy"],
             "test_accuracy": test, "trainable_params": int(result.cost["trainable_params"]),
             "base_params": int(result.cost["base_params"]),
             "layer_params": int(result.strategy.get("light_peft_layer_params_after", layers)),
@@ -83,71 +90,106 @@ def read_rows(path: Path) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
-def report(out: Path) -> str:
+def selected_rates(rows: list[dict], select_seed: int) -> dict[str, float]:
+    """Per strategy, the learning rate of the best dev accuracy on the selection seed."""
+    best: dict[str, tuple[float, float]] = {}
+    for row in rows:
+        if int(row["seed"]) != select_seed:
+            continue
+        dev, lr = float(row["dev_accuracy"]), float(row["learning_rate"])
+        if row["strategy"] not in best or dev > best[row["strategy"]][0]:
+            best[row["strategy"]] = (dev, lr)
+    return {name: lr for name, (_, lr) in best.items()}
+
+
+def report(out: Path, select_seed: int, seeds: list[int]) -> str:
     rows = read_rows(out / "runs.csv")
+    chosen = selected_rates(rows, select_seed)
+    grid = sorted({float(r["learning_rate"]) for r in rows if int(r["seed"]) == select_seed})
+    lines = [f"Learning-rate selection: dev accuracy on seed {select_seed}", "",
+             "| strategy | " + " | ".join(f"lr {g:g}" for g in grid) + " | chosen |",
+             "|---|" + "---|" * (len(grid) + 1)]
+    for name in STRATEGIES:
+        cells = {float(r["learning_rate"]): float(r["dev_accuracy"]) for r in rows
+                 if r["strategy"] == name and int(r["seed"]) == select_seed}
+        if cells:
+            lines.append(f"| {name} | " + " | ".join(f"{cells[g]:.3f}" if g in cells else "-" for g in grid)
+                         + f" | {chosen.get(name, float('nan')):g} |")
     by = defaultdict(list)
     for row in rows:
-        by[row["strategy"]].append(row)
+        if int(row["seed"]) in seeds and chosen.get(row["strategy"]) == float(row["learning_rate"]):
+            by[row["strategy"]].append(row)
 
     def stat(items: list[dict], key: str, fmt: str = "{:.3f}") -> str:
         values = np.array([float(r[key]) for r in items])
         spread = f" ± {fmt.format(values.std(ddof=1))}" if len(values) > 1 else ""
         return fmt.format(values.mean()) + spread
 
-    lines = ["| strategy | seeds | dev acc | test acc | trainable | base params | layer params | "
-             "train ex/s (all stages) | last stage ex/s | train s (all stages) | peak RSS MB |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += ["", f"At the chosen learning rate, seeds {', '.join(map(str, seeds))} (mean ± standard deviation)", "",
+              "| strategy | lr | seeds | dev acc | test acc | trainable | base params | layer params | "
+              "train ex/s (all stages) | last stage ex/s | train s (all stages) | peak RSS MB |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name in STRATEGIES:
         items = by.get(name, [])
         if not items:
             continue
-        lines.append(" | ".join([f"| {name}", str(len(items)), stat(items, "dev_accuracy"),
+        lines.append(" | ".join([f"| {name}", f"{chosen[name]:g}", str(len(items)), stat(items, "dev_accuracy"),
                                  stat(items, "test_accuracy"), stat(items, "trainable_params", "{:,.0f}"),
                                  stat(items, "base_params", "{:,.0f}"), stat(items, "layer_params", "{:,.0f}"),
                                  stat(items, "examples_per_second", "{:.1f}"),
                                  stat(items, "last_stage_examples_per_second", "{:.1f}"),
                                  stat(items, "train_seconds", "{:.1f}"), stat(items, "peak_memory_mb", "{:.0f}")])
                      + " |")
-    lines.append("")
-    lines.append("mean ± standard deviation over seeds " + ", ".join(sorted({r["seed"] for r in rows})))
     return "\n".join(lines)
+
+
+def run_and_append(path: Path, strategy: str, seed: int, lr: float) -> dict | None:
+    proc = subprocess.run([sys.executable, __file__, "--one", strategy, str(seed), str(lr)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        print(f"{strategy} seed {seed} lr {lr:g} failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
+        return None
+    row = json.loads(proc.stdout.strip().splitlines()[-1])
+    new = not path.is_file()
+    with path.open("a", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=FIELDS)
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+    print(f"{strategy} seed {seed} lr {lr:g}: dev {row['dev_accuracy']:.3f} test {row['test_accuracy']:.3f} "
+          f"trainable {row['trainable_params']} base {row['base_params']} {row['train_seconds']:.0f}s", flush=True)
+    return row
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--grid", type=float, nargs="+", default=list(GRID))
+    parser.add_argument("--select-seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=STRATEGIES)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/strategies"))
-    parser.add_argument("--report", action="store_true", help="only print the table of runs.csv")
-    parser.add_argument("--one", nargs=2, metavar=("STRATEGY", "SEED"), help=argparse.SUPPRESS)
+    parser.add_argument("--report", action="store_true", help="only print the tables of runs.csv")
+    parser.add_argument("--one", nargs=3, metavar=("STRATEGY", "SEED", "LR"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(run_one(args.one[0], int(args.one[1]))))
+        print(json.dumps(run_one(args.one[0], int(args.one[1]), float(args.one[2]))))
         return
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "runs.csv"
     if not args.report:
-        done = {(r["strategy"], r["seed"]) for r in read_rows(path)}
-        for seed in range(args.seeds):
+        def done() -> set[tuple[str, int, float]]:
+            return {(r["strategy"], int(r["seed"]), float(r["learning_rate"])) for r in read_rows(path)}
+
+        for strategy in args.strategies:
+            for lr in args.grid:
+                if (strategy, args.select_seed, lr) not in done():
+                    run_and_append(path, strategy, args.select_seed, lr)
+        chosen = selected_rates(read_rows(path), args.select_seed)
+        for seed in args.seeds:
             for strategy in args.strategies:
-                if (strategy, str(seed)) in done:
-                    continue
-                proc = subprocess.run([sys.executable, __file__, "--one", strategy, str(seed)],
-                                      capture_output=True, text=True)
-                if proc.returncode != 0:
-                    print(f"{strategy} seed {seed} failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
-                    continue
-                row = json.loads(proc.stdout.strip().splitlines()[-1])
-                new = not path.is_file()
-                with path.open("a", newline="") as fh:
-                    writer = csv.DictWriter(fh, fieldnames=FIELDS)
-                    if new:
-                        writer.writeheader()
-                    writer.writerow(row)
-                print(f"{strategy} seed {seed}: dev {row['dev_accuracy']:.3f} test {row['test_accuracy']:.3f} "
-                      f"trainable {row['trainable_params']} base {row['base_params']} "
-                      f"{row['train_seconds']:.0f}s", flush=True)
-    table = report(args.out)
+                if strategy in chosen and (strategy, seed, chosen[strategy]) not in done():
+                    run_and_append(path, strategy, seed, chosen[strategy])
+    table = report(args.out, args.select_seed, args.seeds)
     (args.out / "table.txt").write_text(table + "\n")
     print(table)
 
