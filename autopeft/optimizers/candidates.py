@@ -1,12 +1,18 @@
-"""The candidate set that MOBO's acquisition chooses from, and the gradient polish of the
-float coordinates of the best candidates.
+"""Maximising MOBO's acquisition over a discrete, conditional space: a candidate set (local
+moves around the Pareto set and uniform samples), an iterated local search from its best
+members, and a gradient polish of the float coordinates of the winners.
+
+BoTorch's discrete optimisers (``optimize_acqf_discrete``, ``..._local_search``) work on
+fixed lattices; a space whose dimensions switch on and off with others (a rank only where
+its layer is kept) and with constraints over them needs its own neighbourhood, so the local
+search is written here over :meth:`SearchSpace.neighbours`, as AutoPEFT's is.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -51,6 +57,69 @@ def candidate_set(space: SearchSpace, front: Sequence[Config], seen: set[tuple],
             break
         add(space.sample(rng))
     return out
+
+
+def local_search(space: SearchSpace, score: Callable[[list[Config]], Tensor], start: list[Config],
+                 seen: set[tuple], budget: int, rng: np.random.Generator, restarts: int = 4,
+                 kick: int = 3) -> tuple[list[Config], Tensor]:
+    """Iterated local search for high scores, from the best ``restarts`` of ``start``.
+
+    Each climb moves to the best-scoring unseen neighbour while that improves; at a local
+    optimum the best point found so far is kicked (``kick`` random neighbour steps) and
+    climbed again, until ``budget`` more configurations have been scored. Returns every
+    configuration scored (``start`` first) and the scores, shape ``N``.
+    """
+    configs = list(start)
+    scores = [score(configs)] if configs else []
+    known = {space.key(c) for c in configs} | set(seen)
+    left = budget
+
+    def climb(current: Config, value: float) -> None:
+        nonlocal left
+        while left > 0:
+            moves = []
+            for n in space.neighbours(current, rng):
+                if space.key(n) not in known:
+                    known.add(space.key(n))
+                    moves.append(n)
+            moves = moves[:left]
+            if not moves:
+                return
+            values = torch.nan_to_num(score(moves), nan=-math.inf)
+            left -= len(moves)
+            configs.extend(moves)
+            scores.append(values)
+            i = int(values.argmax())
+            if float(values[i]) <= value:
+                return
+            current, value = moves[i], float(values[i])
+
+    if not configs:
+        return [], torch.empty(0)
+    first = torch.nan_to_num(scores[0], nan=-math.inf)
+    for i in first.argsort(descending=True)[:restarts].tolist():
+        climb(configs[i], float(first[i]))
+    while left > 0:
+        before = left
+        all_scores = torch.cat(scores)
+        current = configs[int(all_scores.argmax())]
+        for _ in range(kick):
+            steps = space.neighbours(current, rng)
+            if not steps:
+                break
+            current = steps[int(rng.integers(len(steps)))]
+        if space.key(current) in known:
+            climb(current, float(all_scores.max()))
+        else:
+            known.add(space.key(current))
+            value = torch.nan_to_num(score([current]), nan=-math.inf)
+            left -= 1
+            configs.append(current)
+            scores.append(value)
+            climb(current, float(value[0]))
+        if left == before:  # nothing new within reach of the best point
+            break
+    return configs, torch.cat(scores)
 
 
 def float_columns(space: SearchSpace) -> list[tuple[int, Float]]:

@@ -2,9 +2,10 @@
 
 Each objective (and each metric under an outcome constraint) gets its own surrogate on the
 [0, 1] encoding of the configurations, a plain GP or a SAAS fully Bayesian GP, stacked in a
-``ModelListGP``. The next configuration maximises qLogNEHVI [Daulton2021, Ament2023] over a
-finite candidate set: local-search neighbours (up to two steps) of the current (feasible)
-Pareto set plus uniform samples, as AutoPEFT does [Zhou2024]. Choosing among real
+``ModelListGP``. The next configuration maximises qLogNEHVI [Daulton2021, Ament2023] over real
+configurations: half of the scoring budget (``n_candidates``) goes to a candidate set (local
+moves up to two steps from the current, feasible Pareto set, and uniform samples), the other
+half to an iterated local search from the best of them, as AutoPEFT does [Zhou2024]. Choosing among real
 configurations rather than rounding a continuous optimum keeps conditions and constraints
 exact and never lands on a configuration already tried; only the continuous (float)
 coordinates of the best candidates are then polished by gradient ascent.
@@ -45,7 +46,7 @@ from torch import Tensor
 
 from autopeft.errors import ConfigError
 from autopeft.optimizers.base import Optimizer, register_optimizer, sample_unseen
-from autopeft.optimizers.candidates import candidate_set, polish
+from autopeft.optimizers.candidates import candidate_set, local_search, polish
 from autopeft.optimizers.outcomes import constraint_value, meets_all, parse_constraints
 from autopeft.optimizers.surrogates import (CopulaWarp, get_surrogate, quiet_fit, register_surrogate,
                                             surrogate_names)
@@ -199,7 +200,8 @@ class MOBO(Optimizer):
         front_rows = feasible if feasible.any() else ~failed
         pool = np.flatnonzero(front_rows)
         front = [configs[i] for i, keep in zip(pool, pareto_mask(values[pool], self.directions)) if keep]
-        candidates = candidate_set(self.space, front, self._asked, self.n_candidates, self._rng)
+        # Half the scoring budget on the candidate set, half on a local search from its best.
+        candidates = candidate_set(self.space, front, self._asked, self.n_candidates // 2, self._rng)
         if not candidates:
             return None
         X = self._encode(configs)
@@ -210,11 +212,14 @@ class MOBO(Optimizer):
         try:
             with manual_seed(seed):
                 acqf, screen = self._acquisition(X, values, constrained, front_rows, X_pending, seed)
-                Xc = self._encode(candidates)
-                if screen is not None and len(candidates) > _SCREENED:
-                    keep = torch.nan_to_num(_score(screen, Xc), nan=-math.inf).topk(_SCREENED).indices
-                    candidates, Xc = [candidates[i] for i in keep.tolist()], Xc[keep]
-                scores = _score(acqf, Xc)
+                # A fully Bayesian model searches with its cheap screen, then rescores the best.
+                candidates, scores = local_search(
+                    self.space, lambda cs: _score(screen if screen is not None else acqf, self._encode(cs)), candidates, self._asked,
+                    self.n_candidates - len(candidates), self._rng)
+                if screen is not None:
+                    keep = torch.nan_to_num(scores, nan=-math.inf).argsort(descending=True)[:_SCREENED]
+                    candidates = [candidates[i] for i in keep.tolist()]
+                    scores = _score(acqf, self._encode(candidates))
                 scores = torch.nan_to_num(scores, nan=-math.inf)
                 if not torch.isfinite(scores).any():
                     return None
