@@ -90,6 +90,43 @@ def _peft_problem() -> Problem:
     return Problem("peft_mixed", directions, reference, max_hv, evaluate)
 
 
+UNSEEN_LAYERS = 10
+UNSEEN_SIZES = (1, 2, 4, 8, 16, 32, 64)
+_UNSEEN_LR = 2e-3
+
+
+def unseen_values(kept: list[bool], size: int, lr: float) -> list[float]:
+    """A mixed problem the MOBO defaults were never tuned on: middle layers matter most, a
+    larger size helps less the more layers are kept, a narrower learning-rate optimum; cost
+    is kept layers times size (% of the largest)."""
+    x = np.arange(UNSEEN_LAYERS)
+    weights = np.exp(-0.5 * ((x - (UNSEEN_LAYERS - 1) / 2) / 2.0) ** 2)
+    coverage = float(weights[np.asarray(kept, dtype=bool)].sum() / weights.sum())
+    per_layer = math.log2(size) / math.log2(UNSEEN_SIZES[-1])
+    capacity = 1 - math.exp(-4 * coverage * (0.3 + 0.7 * per_layer ** (0.5 + coverage)))
+    lr_fit = math.exp(-0.5 * ((math.log10(lr) - math.log10(_UNSEEN_LR)) / 0.3) ** 2)
+    quality = capacity * (0.3 + 0.7 * lr_fit)
+    cost = 100.0 * sum(kept) * size / (UNSEEN_LAYERS * UNSEEN_SIZES[-1])
+    return [quality, cost]
+
+
+def _unseen_problem() -> Problem:
+    directions = ["maximize", "minimize"]
+    reference = np.array([0.4, 40.0])
+
+    def evaluate(trial: optuna.Trial) -> list[float]:
+        kept = [trial.suggest_categorical(f"layer{i}", [False, True]) for i in range(UNSEEN_LAYERS)]
+        size = trial.suggest_categorical("size", list(UNSEEN_SIZES))
+        lr = trial.suggest_float("learning_rate", 1e-5, 1e-1, log=True)
+        return unseen_values(kept, size, lr)
+
+    # Every layer subset and size at the best learning rate: 1024 x 7 points hold the front.
+    front = [unseen_values([bool(m >> i & 1) for i in range(UNSEEN_LAYERS)], s, _UNSEEN_LR)
+             for m in range(1, 2 ** UNSEEN_LAYERS) for s in UNSEEN_SIZES]
+    max_hv = hypervolume(np.array(front), directions, reference)
+    return Problem("mixed_unseen", directions, reference, max_hv, evaluate)
+
+
 def problems() -> dict[str, Callable[[], Problem]]:
     """Problem factories by name."""
     return {
@@ -97,4 +134,5 @@ def problems() -> dict[str, Callable[[], Problem]]:
         "zdt2": lambda: _botorch("zdt2", ZDT2(dim=6)),
         "dtlz2": lambda: _botorch("dtlz2", DTLZ2(dim=6, num_objectives=2)),
         "peft_mixed": _peft_problem,
+        "mixed_unseen": _unseen_problem,
     }
