@@ -103,7 +103,8 @@ def prepare(config: SearchConfig) -> tuple[SearchSetup, Optimizer]:
     except (OSError, ValueError) as err:
         raise ModelError(f"cannot load: {str(err).splitlines()[0]}", source=model_path, key="model") from None
     builder.check_layout(spec, layout)
-    space = spec.bind(layout.num_layers, fixed=config.fixed, derive=_deriver(builder, layout))
+    space = spec.bind(layout.num_layers, fixed=config.fixed, derive=_deriver(builder, layout),
+                      identity=_Identity(builder, layout))
 
     fid = config.fidelity
     train = data.train.shuffle(seed=config.seed)
@@ -148,6 +149,17 @@ class _ParameterCount:
         if count is None:  # unknown for this configuration: constraints on it cannot hold
             return {}
         return {"trainable_params": count, "trainable_percent": 100.0 * count / self.layout.num_parameters}
+
+
+@dataclass(frozen=True)
+class _Identity:
+    """The builder's canonical form of a configuration (a class, not a closure: it pickles)."""
+
+    builder: AdapterBuilder
+    layout: ModelLayout
+
+    def __call__(self, config: Config) -> Config:
+        return self.builder.canonical(config, self.layout)
 
 
 def outcome_constraints(config: SearchConfig, objectives: list[Objective] | list[ObjectiveInfo]

@@ -13,7 +13,7 @@ from autopeft.adapters import BuildContext, get_adapter
 from autopeft.adapters.bottleneck import (ATTRIBUTE, BottleneckConfig, FFNAdapters, bottleneck_state_dict,
                                           insert_bottlenecks, load_bottlenecks, save_bottlenecks)
 from autopeft.adapters.sapa import (OFF_K, head_modules, head_parameter_count, module_size,
-                                    peft_prefix_width, sapa_parameter_count, sapa_plan)
+                                    sapa_parameter_count, sapa_plan)
 from autopeft.config import DataConfig, SearchConfig
 from autopeft.errors import SpaceError
 from autopeft.models import model_layout
@@ -138,14 +138,14 @@ def test_sapa_parameter_count_equals_the_built_models_trainable_parameters() -> 
         built = builder.apply(model, values, BuildContext(layout, "SEQ_CLS"))
         prefix_on = values["prefix_k"] < OFF_K
         prefix_seen.add(prefix_on)
-        assert isinstance(built, PeftModel) == prefix_on
         differences.append(abs(trainable(built) - sapa_parameter_count(values, layout, head)))
         kept = {i for i, k in enumerate(values["layers"]) if k}
         for name, p in built.named_parameters():
-            if p.requires_grad and ATTRIBUTE in name:
+            if p.requires_grad and (ATTRIBUTE in name or ".prefix." in name):
+                # every module, the prefix included, in the kept layers only (AutoPEFT's placement)
                 assert int(name.split("layer.")[1].split(".")[0]) in kept, (name, values)
             elif p.requires_grad:
-                assert "classifier" in name or "prompt_encoder" in name, name
+                assert "classifier" in name, name
     print(f"SAPA parameter count: {len(differences)} configurations, max difference {max(differences)}")
     assert prefix_seen == {True, False}
     assert max(differences) == 0
@@ -175,10 +175,8 @@ def test_saved_adapter_loads_onto_a_fresh_base_with_the_same_logits(tmp_path, pr
     builder.save(model, tmp_path)
     files = {p.name for p in tmp_path.iterdir()}
     assert {"bottleneck_config.json", "bottleneck_model.safetensors"} <= files
-    if prefix_k < OFF_K:
-        assert {"adapter_config.json", "adapter_model.safetensors"} <= files
-    else:
-        assert "head_model.safetensors" in files
+    assert "head_model.safetensors" in files
+    assert ({"prefix_config.json", "prefix_model.safetensors"} <= files) == (prefix_k < OFF_K)
     fresh = tiny_bert()
     torch.nn.init.normal_(fresh.classifier.weight)  # a fresh head differs: the trained one must load
     loaded = builder.load(fresh, tmp_path)
@@ -196,30 +194,30 @@ def test_llama_insertion_count_prefix_and_reload(tmp_path) -> None:
     layout = model_layout(base)
     head = head_parameter_count(base)
     assert head_modules(base) == ["score"] and head == 32 * 2  # LLaMA's score has no bias
-    width = peft_prefix_width(base.config)
     for values in (sapa_values([True, False], serial=1), sapa_values([False, True], parallel=0),
                    sapa_values([True, True], serial=5, parallel=9, prefix=2),
                    sapa_values([True, False], prefix=0)):
         model = builder.apply(tiny_llama(), values, BuildContext(layout, "SEQ_CLS"))
-        assert trainable(model) == sapa_parameter_count(values, layout, head, prefix_width=width), values
-    # grouped-query attention: PEFT sizes the prefix by the key/value width (2 heads x 8 here)
+        assert trainable(model) == sapa_parameter_count(values, layout, head), values
+    # grouped-query attention: the prefix has one key and value per key/value head (2 x 8 wide)
     gqa = tiny_llama(kv_heads=2)
-    assert peft_prefix_width(gqa.config) == 16
+    gqa_layout = model_layout(gqa)
+    assert gqa_layout.prefix_width == 16
     values = sapa_values([True, False], serial=2, prefix=3)
-    model = builder.apply(gqa, values, BuildContext(model_layout(gqa), "SEQ_CLS"))
-    assert trainable(model) == sapa_parameter_count(values, layout, head, prefix_width=16)
-    # PEFT's prefix reaches LLaMA's attention: changing it changes the logits
+    model = builder.apply(gqa, values, BuildContext(gqa_layout, "SEQ_CLS"))
+    assert trainable(model) == sapa_parameter_count(values, gqa_layout, head)
+    # the prefix reaches LLaMA's (causal) attention: changing it changes the logits
     values = sapa_values([True, True], serial=3, prefix=3)
     model = builder.apply(base, values, BuildContext(layout, "SEQ_CLS"))
     inputs = batch(seed=5)
     _train(model, steps=3)
     trained = logits(model, inputs)
     with torch.no_grad():
-        embedding = model.prompt_encoder["default"].embedding.weight
-        saved = embedding.clone()
-        embedding.add_(1.0)
+        key = model.model.layers[0].self_attn.prefix.key
+        saved = key.clone()
+        key.add_(1.0)
         assert not torch.allclose(logits(model, inputs), trained)
-        embedding.copy_(saved)
+        key.copy_(saved)
     builder.save(model, tmp_path)
     loaded = builder.load(tiny_llama(), tmp_path)
     assert torch.allclose(logits(loaded, inputs), trained, atol=1e-6)
@@ -274,3 +272,70 @@ def test_builder_count_matches_the_built_model_through_the_layout() -> None:
         built = builder.apply(model, values, BuildContext(layout, "SEQ_CLS"))
         assert builder.count_parameters(values, layout) == sum(
             p.numel() for p in built.parameters() if p.requires_grad)
+
+
+def _positionless(make):
+    """The tiny model with no position information at all: PEFT's prefix tuning shifts the
+    inputs' positions by the prefix length (and ignores ``position_ids``); the per-layer prefix
+    does not. Without positions the two must agree exactly."""
+    def build():
+        model = make()
+        if hasattr(model, "bert"):
+            torch.nn.init.zeros_(model.bert.embeddings.position_embeddings.weight)
+        else:  # rotary embeddings with no rotation
+            model.model.rotary_emb.inv_freq.zero_()
+            model.model.rotary_emb.original_inv_freq.zero_()
+        return model
+    return build
+
+
+@pytest.mark.parametrize("make", [tiny_bert, tiny_llama], ids=["bert", "llama"])
+def test_per_layer_prefix_on_every_layer_computes_what_pefts_prefix_tuning_does(make) -> None:
+    # PEFT's prefix tuning (every layer) is the reference: with the same key and value vectors
+    # the per-layer prefix gives the same logits, padding (BERT) and causal masks (LLaMA) alike.
+    from peft import PrefixTuningConfig, get_peft_model
+
+    from autopeft.adapters.prefix import insert_prefixes
+
+    make = _positionless(make)
+    tokens, inputs = 3, batch(seed=4)
+    reference = get_peft_model(make(), PrefixTuningConfig(task_type="SEQ_CLS", num_virtual_tokens=tokens))
+    embedding = reference.prompt_encoder["default"].embedding.weight
+    with torch.no_grad():
+        embedding.normal_(0, 0.5)
+    ours = make()
+    layout = model_layout(ours)
+    prefixes = insert_prefixes(ours, layout, tuple(range(layout.num_layers)), tokens)
+    heads, head_dim = prefixes[0].key.shape[0], prefixes[0].key.shape[2]
+    # PEFT's layout: tokens x (layers x 2) x kv heads x head dim, key before value per layer.
+    vectors = embedding.detach().view(tokens, 2 * layout.num_layers, heads, head_dim).permute(1, 2, 0, 3)
+    with torch.no_grad():
+        for i, prefix in enumerate(prefixes):
+            prefix.key.copy_(vectors[2 * i])
+            prefix.value.copy_(vectors[2 * i + 1])
+    moved = (logits(ours, inputs) - logits(make(), inputs)).abs().max()
+    apart = (logits(ours, inputs) - logits(reference, inputs)).abs().max()
+    assert moved > 1e-4 and apart < 1e-6, (moved, apart)
+
+
+def test_no_two_sapa_configurations_build_the_same_model() -> None:
+    # Before: on a narrow model several log2 sizes gave the same width (k = 5..9 all give 1
+    # on this 32-wide model), so the optimizer could pay for one model several times.
+    from autopeft.search import _Identity
+
+    spec = load_space("autopeft_sapa")
+    base = tiny_bert()
+    layout = model_layout(base)
+    builder = get_adapter(spec)
+    space = spec.bind(LAYERS, identity=_Identity(builder, layout))
+    rng = np.random.default_rng(0)
+    models: dict[tuple, set] = {}
+    for _ in range(300):
+        # a few learning rates, so that equal models with equal training come up
+        config = {**space.sample(rng), "learning_rate": float(rng.choice([1e-3, 2e-3]))}
+        values = space.assemble(config)
+        plan = sapa_plan(values, layout)
+        # what the builder builds from it, and how it trains
+        built = (plan.bottleneck, plan.prefix_tokens, values["learning_rate"])
+        models.setdefault(built, set()).add(space.key(config))
+    assert len(models) > 100 and sum(len(keys) for keys in models.values()) == len(models)

@@ -71,6 +71,11 @@ class AdapterBuilder(ABC):
         head included), or ``None`` where the builder cannot tell; constraints use it."""
         return None
 
+    def canonical(self, config: dict[str, Any], layout: ModelLayout) -> dict[str, Any]:
+        """``config`` (flat dimension values) in the one form shared by every configuration
+        that builds the same model, so the optimizer never pays twice for one model."""
+        return config
+
     def training_hooks(self, model: torch.nn.Module) -> list[TrainingHooks]:
         """Hooks the adapter needs in the training loop of ``model`` (AdaLoRA's rank budget)."""
         return []

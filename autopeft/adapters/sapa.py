@@ -17,29 +17,25 @@ A configuration is valid when at least one layer is kept and at least one module
 :func:`sapa_plan` raises :class:`~autopeft.errors.SpaceError` otherwise. A parameter the
 space leaves out counts as off (a size) or as "all layers kept" (``layers``).
 
-The bottleneck adapters are :mod:`autopeft.adapters.bottleneck`. Prefix tuning is PEFT's own
-``PrefixTuningConfig`` (no reparameterisation MLP, ``prefix_projection=False``).
+The bottleneck adapters are :mod:`autopeft.adapters.bottleneck`; the prefix is autopeft's
+per-layer prefix (:mod:`autopeft.adapters.prefix`: learned keys and values per kept layer,
+no reparameterisation MLP), because PEFT's prefix tuning always covers every layer while the
+paper places the prefix in the kept layers only (the authors' AdapterHub setup passes
+``leave_out`` to every module). The keep bits therefore place all three modules.
 
-**Deviation from the paper (prefix).** The paper's prefix is placed in the kept layers only
-(the authors' AdapterHub setup passes ``leave_out`` to every module). PEFT's prefix tuning has
-no per-layer placement: its prefix always covers every layer. Here the keep bit therefore
-applies to the bottleneck adapters only, and a prefix of ``n`` tokens costs
-``n x num_layers x 2 x kv_width`` parameters whatever the keep bits say (``kv_width`` is the
-hidden size, or ``head_dim x num_key_value_heads`` for grouped-query attention, as PEFT sizes it).
+**One model, one configuration.** Two sizes can round to the same width (on a 384-wide model
+``k = 8`` and ``k = 9`` both give 1): :meth:`SapaBuilder.canonical` maps every ``k`` to the
+smallest one of the same width, so the optimizer never pays twice for one model.
 
 **Task head.** For task types whose head is new and trained (``SEQ_CLS``, ``TOKEN_CLS``,
-``QUESTION_ANS``) the head is trained alongside the adapters, as PEFT does with
-``modules_to_save``. It is found by the rule every adapter follows
-(:func:`autopeft.models.head_modules`: what the checkpoint did not provide, and what PEFT
-trains anyway). With the prefix on, these names are PEFT's ``modules_to_save`` (PEFT trains and
-saves a copy); with it off, the head's own parameters are unfrozen and saved by this builder.
+``QUESTION_ANS``) the head is trained alongside the adapters, found by the rule every adapter
+follows (:func:`autopeft.models.head_modules`: what the checkpoint did not provide, and what
+PEFT trains anyway); its parameters are unfrozen in place and saved by this builder.
 
-**Saved folder.** With the prefix on: PEFT's ``adapter_config.json`` and
-``adapter_model.safetensors`` (prefix and head); always: ``bottleneck_config.json`` and, when
-some adapter is on, ``bottleneck_model.safetensors``; with the prefix off and a trained head:
-``head_model.safetensors``. :meth:`SapaBuilder.load` reads the prefix from PEFT's files when
-``adapter_config.json`` is present and returns a model ready for inference (all frozen, as
-PEFT's ``from_pretrained`` does).
+**Saved folder.** ``bottleneck_config.json`` and, when an adapter is on,
+``bottleneck_model.safetensors``; ``prefix_config.json`` and ``prefix_model.safetensors`` when
+the prefix is on; ``head_model.safetensors`` for a trained head. :meth:`SapaBuilder.load`
+rebuilds all three on a fresh task model and returns it ready for inference (all frozen).
 """
 
 from __future__ import annotations
@@ -49,16 +45,18 @@ from numbers import Integral
 from pathlib import Path
 from typing import Any
 
+import json
+
 import torch
-from peft import PeftModel, PrefixTuningConfig, get_peft_model
 from safetensors.torch import load_file, save_file
 
 from autopeft.adapters.base import HEAD_TASK_TYPES, AdapterBuilder, BuildContext, register_adapter
-from autopeft.adapters.bottleneck import (ATTRIBUTE, BottleneckConfig, FFNAdapters, insert_bottlenecks,
+from autopeft.adapters.bottleneck import (BottleneckConfig, FFNAdapters, insert_bottlenecks,
                                           load_bottlenecks, save_bottlenecks)
+from autopeft.adapters.prefix import ATTRIBUTE as PREFIX, LayerPrefix, insert_prefixes, prefix_parameters
 from autopeft.adapters.values import LOG2_SIZE, POSITIVE
 from autopeft.errors import SpaceError
-from autopeft.models import ModelLayout, key_value_width, model_layout
+from autopeft.models import ModelLayout, model_layout
 from autopeft.models import head_modules as model_head_modules
 from autopeft.space import SpaceSpec
 
@@ -66,7 +64,8 @@ from autopeft.space import SpaceSpec
 OFF_K = 10
 DEFAULT_PARALLEL_SCALE = 4.0
 HEAD_FILE = "head_model.safetensors"
-PEFT_CONFIG_FILE = "adapter_config.json"
+PREFIX_CONFIG_FILE = "prefix_config.json"
+PREFIX_FILE = "prefix_model.safetensors"
 _SIZES = ("serial_k", "parallel_k", "prefix_k")
 
 
@@ -109,24 +108,21 @@ def sapa_plan(values: dict[str, Any], layout: ModelLayout) -> SapaPlan:
     return SapaPlan(bottleneck, sizes["prefix_k"])
 
 
-def peft_prefix_width(model_config: Any) -> int:
-    """Width of one layer's key (or value) prefix as PEFT sizes it."""
-    return key_value_width(model_config)
+def canonical_k(k: Any, hidden_size: int) -> Any:
+    """The smallest log2 size with the same width as ``k`` (``k`` itself when it is unique,
+    off, or not a size)."""
+    if not isinstance(k, Integral) or isinstance(k, bool) or not 0 <= k < OFF_K:
+        return k
+    return min(j for j in range(OFF_K) if module_size(j, hidden_size) == module_size(k, hidden_size))
 
 
-def sapa_parameter_count(values: dict[str, Any], layout: ModelLayout, head_params: int,
-                         *, prefix_width: int | None = None) -> int:
-    """Trainable parameters of the model SAPA builds for ``values``, without building it.
-
-    ``kept x (B(r_serial) + B(r_parallel)) + prefix_tokens x num_layers x 2 x prefix_width +
-    head_params``, where ``B(r) = 2 d r + r + d`` (0 for an adapter that is off) and
-    ``prefix_width`` defaults to the hidden size (pass :func:`peft_prefix_width` of the model's
-    config for grouped-query attention). ``head_params``: the trained head's parameters
-    (:func:`head_parameter_count`, or 0 for task types without a trained head).
-    """
+def sapa_parameter_count(values: dict[str, Any], layout: ModelLayout, head_params: int) -> int:
+    """Trainable parameters of the model SAPA builds for ``values``, without building it:
+    ``kept x (B(r_serial) + B(r_parallel) + prefix_tokens x 2 x kv_width) + head_params``,
+    with ``B(r) = 2 d r + r + d`` (0 for an adapter that is off) and ``kv_width`` the layout's
+    prefix width (the hidden size, or ``head_dim x num_key_value_heads``)."""
     plan = sapa_plan(values, layout)
-    width = layout.hidden_size if prefix_width is None else prefix_width
-    prefix = plan.prefix_tokens * layout.num_layers * 2 * width
+    prefix = prefix_parameters(len(plan.bottleneck.layers), plan.prefix_tokens, layout.prefix_width)
     return plan.bottleneck.num_parameters(layout.hidden_size) + prefix + head_params
 
 
@@ -146,11 +142,6 @@ def _head_parameters(model: torch.nn.Module, task_type: str) -> dict[str, torch.
             for pname, p in model.get_submodule(name).named_parameters()}
 
 
-def _task_model(model: torch.nn.Module) -> torch.nn.Module:
-    """The transformers task model inside ``model`` (PEFT prompt learning keeps it as ``base_model``)."""
-    return model.base_model if isinstance(model, PeftModel) else model
-
-
 def _bottleneck_config(task: torch.nn.Module) -> BottleneckConfig:
     """The bottleneck configuration inserted in ``task``, read back from its modules."""
     found = {int(name.rsplit(".", 2)[-2]): m for name, m in task.named_modules()
@@ -168,8 +159,8 @@ def _bottleneck_config(task: torch.nn.Module) -> BottleneckConfig:
 @register_adapter("sapa")
 class SapaBuilder(AdapterBuilder):
     """``layers`` (keep bits) and ``serial_k`` / ``parallel_k`` / ``prefix_k`` (log2 sizes,
-    10 = off) -> serial and parallel bottleneck adapters in the kept layers and PEFT prefix
-    tuning over all layers; ``parallel_scale`` -> the parallel adapter's scale."""
+    10 = off) -> serial and parallel bottleneck adapters and a prefix in the kept layers;
+    ``parallel_scale`` -> the parallel adapter's scale."""
 
     parameters = frozenset({"layers", "serial_k", "parallel_k", "prefix_k", "parallel_scale"})
     value_rules = {"serial_k": LOG2_SIZE, "parallel_k": LOG2_SIZE, "prefix_k": LOG2_SIZE,
@@ -182,63 +173,62 @@ class SapaBuilder(AdapterBuilder):
             raise SpaceError(f"bottleneck adapters need the FFN's {missing} projection(s), which the "
                              f"model lacks (roles found: {sorted(layout.roles)})", source=spec.source,
                              key=f"parameters.{wanted[0]}", line=spec.line_of(wanted[0]))
+        if "attn_q" not in layout.roles and "prefix_k" in spec.parameters:
+            raise SpaceError("the prefix needs the model's attention query projection, which autopeft "
+                             f"does not know for this model (roles found: {sorted(layout.roles)})",
+                             source=spec.source, key="parameters.prefix_k", line=spec.line_of("prefix_k"))
 
     def count_parameters(self, values: dict[str, Any], layout: ModelLayout) -> int:
-        return sapa_parameter_count(values, layout, layout.head_parameters, prefix_width=layout.prefix_width)
+        return sapa_parameter_count(values, layout, layout.head_parameters)
 
-    def build(self, values: dict[str, Any], ctx: BuildContext) -> PrefixTuningConfig | None:
-        """The prefix-tuning part (``None`` when the prefix is off); see :meth:`apply`."""
-        return self._prefix_config(sapa_plan(values, ctx.layout), ctx.task_type, [])
+    def canonical(self, config: dict[str, Any], layout: ModelLayout) -> dict[str, Any]:
+        return {k: canonical_k(v, layout.hidden_size) if k in _SIZES else v for k, v in config.items()}
 
-    @staticmethod
-    def _prefix_config(plan: SapaPlan, task_type: str, head: list[str]) -> PrefixTuningConfig | None:
-        if not plan.prefix_tokens:
-            return None
-        return PrefixTuningConfig(task_type=task_type, num_virtual_tokens=plan.prefix_tokens,
-                                  modules_to_save=head or None)
+    def build(self, values: dict[str, Any], ctx: BuildContext) -> None:
+        """SAPA has no PEFT part: :meth:`apply` builds it."""
+        return None
 
     def apply(self, model: torch.nn.Module, values: dict[str, Any], ctx: BuildContext) -> torch.nn.Module:
         plan = sapa_plan(values, ctx.layout)
-        head = head_modules(model, ctx.task_type)
-        prefix = self._prefix_config(plan, ctx.task_type, head)
-        if prefix is not None:
-            # PEFT freezes the model and trains the prefix and a copy of the head; the
-            # bottlenecks inserted afterwards into the same task model start trainable.
-            adapted = get_peft_model(model, prefix)
-        else:
-            model.requires_grad_(False)
-            for p in _head_parameters(model, ctx.task_type).values():
-                p.requires_grad_(True)
-            adapted = model
+        model.requires_grad_(False)
+        for p in _head_parameters(model, ctx.task_type).values():
+            p.requires_grad_(True)
         insert_bottlenecks(model, ctx.layout, plan.bottleneck)
-        return adapted
+        insert_prefixes(model, ctx.layout, plan.bottleneck.layers, plan.prefix_tokens)
+        return model
 
     def save(self, model: torch.nn.Module, path: Path) -> None:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        task = _task_model(model)
-        if isinstance(model, PeftModel):
-            model.save_pretrained(str(path))
-        else:
-            # what apply() unfroze besides the bottlenecks: the head
-            head = {name: p.detach().contiguous().cpu() for name, p in task.named_parameters()
-                    if p.requires_grad and f".{ATTRIBUTE}." not in name}
-            if head:
-                save_file(head, str(path / HEAD_FILE))
-        save_bottlenecks(task, _bottleneck_config(task), path)
+        trained = {name: p.detach().contiguous().cpu() for name, p in model.named_parameters() if p.requires_grad}
+        prefix = {n: v for n, v in trained.items() if f".{PREFIX}." in n}
+        head = {n: v for n, v in trained.items() if n not in prefix and ".bottleneck_adapters." not in n}
+        if head:
+            save_file(head, str(path / HEAD_FILE))
+        layers = sorted({int(n.split(".")[len(_layers_path(model).split("."))]) for n in prefix})
+        if prefix:
+            tokens = next(m for m in model.modules() if isinstance(m, LayerPrefix)).tokens
+            (path / PREFIX_CONFIG_FILE).write_text(json.dumps({"layers": layers, "tokens": tokens}))
+            save_file(prefix, str(path / PREFIX_FILE))
+        save_bottlenecks(model, _bottleneck_config(model), path)
 
     def load(self, base: torch.nn.Module, path: Path) -> torch.nn.Module:
         path = Path(path)
         layout = model_layout(base)
-        if (path / PEFT_CONFIG_FILE).is_file():
-            model = PeftModel.from_pretrained(base, str(path))
-        else:
-            model = base
-            if (path / HEAD_FILE).is_file():
-                head = load_file(str(path / HEAD_FILE))
-                unexpected = model.load_state_dict(head, strict=False).unexpected_keys
-                if unexpected:
-                    raise ValueError(f"{path / HEAD_FILE} has weights the model lacks: {unexpected[:3]}")
         load_bottlenecks(base, layout, path)
-        model.requires_grad_(False)
-        return model
+        weights = {}
+        if (path / PREFIX_CONFIG_FILE).is_file():
+            spec = json.loads((path / PREFIX_CONFIG_FILE).read_text())
+            insert_prefixes(base, layout, tuple(spec["layers"]), int(spec["tokens"]))
+            weights.update(load_file(str(path / PREFIX_FILE)))
+        if (path / HEAD_FILE).is_file():
+            weights.update(load_file(str(path / HEAD_FILE)))
+        unexpected = base.load_state_dict(weights, strict=False).unexpected_keys
+        if unexpected:
+            raise ValueError(f"{path} has weights the model lacks: {unexpected[:3]}")
+        base.requires_grad_(False)
+        return base
+
+
+def _layers_path(model: torch.nn.Module) -> str:
+    return model_layout(model).layers_path

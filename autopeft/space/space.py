@@ -22,6 +22,8 @@ from autopeft.space.parameters import AtLeast, Parameter
 Config = dict[str, Value]
 #: parameter values -> derived quantities (``trainable_params``, ``trainable_percent``)
 Derive = Callable[[dict[str, Any]], dict[str, float]]
+#: a configuration -> the form shared by every configuration that builds the same model
+Canonical = Callable[[Config], Config]
 
 _MAX_REJECTIONS = 10_000
 
@@ -42,9 +44,10 @@ class SpaceSpec:
         return param.line if param else None
 
     def bind(self, num_layers: int, fixed: dict[str, Any] | None = None,
-             derive: Derive | None = None) -> SearchSpace:
+             derive: Derive | None = None, identity: Canonical | None = None) -> SearchSpace:
         """The space for a model with ``num_layers`` layers, with ``fixed`` parameters pinned;
-        ``derive`` gives the derived quantities that constraints may use."""
+        ``derive`` gives the derived quantities that constraints may use; ``identity`` maps
+        configurations that build the same model to one form (their shared :meth:`SearchSpace.key`)."""
         for expression in self.constraints:
             if expression.uses_derived and derive is None:
                 raise SpaceError(f"constraint {expression.describe()} uses "
@@ -68,7 +71,7 @@ class SpaceSpec:
             except ValueError as err:
                 raise SpaceError(str(err), source=self.source, key=param.name, line=param.line) from None
             constraints.extend(param.constraints(num_layers))
-        space = SearchSpace(self, num_layers, dims, constraints, fixed_dims, derive)
+        space = SearchSpace(self, num_layers, dims, constraints, fixed_dims, derive, identity)
         space.sample(np.random.default_rng(0))  # fails early when no configuration is valid
         return space
 
@@ -83,6 +86,7 @@ class SearchSpace:
     constraints: list[AtLeast]
     fixed: Config = field(default_factory=dict)
     derive: Derive | None = None
+    identity: Canonical | None = None
 
     def __post_init__(self) -> None:
         self.dimensions = [d for d in self.all_dimensions if d.name not in self.fixed]
@@ -171,10 +175,10 @@ class SearchSpace:
             parts.extend(dim.encode(config[dim.name]) if dim.name in config else dim.encode_inactive())
         return np.asarray(parts, dtype=np.float64)
 
-    @staticmethod
-    def key(config: Config) -> tuple:
-        """A hashable identity of a canonical configuration."""
-        return tuple(sorted(config.items()))
+    def key(self, config: Config) -> tuple:
+        """A hashable identity of a canonical configuration: equal for two configurations
+        that build the same model."""
+        return tuple(sorted((self.identity(config) if self.identity else config).items()))
 
     def assemble(self, config: Config) -> dict[str, Any]:
         """Parameter-level values (lists per layer, chosen subsets) for the adapter builders."""

@@ -1,9 +1,11 @@
 """The adapter modules of a model grouped by transformer layer, whatever the adapter.
 
 Layer-level strategies (Flexora's gates, IST's sparse updates) act on "the adapter of layer
-l": PEFT's LoRA layers there, or autopeft's bottleneck adapters. This view gives them one
-face for both: the layer's trainable adapter parameters, a multiplicative scale on its
-adapter output, and a gate computed anew for each forward pass.
+l": PEFT's LoRA layers there, or autopeft's bottleneck adapters and per-layer prefix. This
+view gives them one face for all: the layer's trainable adapter parameters, a multiplicative
+scale on its adapter output, and a gate computed anew for each forward pass (scale and gate
+act on LoRA and bottleneck outputs; a prefix adds attention positions, not an output, so
+they leave it as it is).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from peft.tuners.lora import LoraLayer
 from torch import nn
 
 from autopeft.adapters.bottleneck import FFNAdapters
+from autopeft.adapters.prefix import LayerPrefix
 from autopeft.models import ModelLayout
 
 #: a per-layer factor: layer index -> scalar tensor
@@ -29,6 +32,7 @@ class AdapterLayers:
         pattern = re.compile(rf"(?:^|\.){re.escape(layout.layers_path)}\.(\d+)\.")
         self.lora: dict[int, list[LoraLayer]] = {}
         self.bottleneck: dict[int, FFNAdapters] = {}
+        self.prefix: dict[int, LayerPrefix] = {}
         for name, module in model.named_modules():
             found = pattern.search(name + ".")
             if found is None:
@@ -38,7 +42,9 @@ class AdapterLayers:
                 self.lora.setdefault(layer, []).append(module)
             elif isinstance(module, FFNAdapters):
                 self.bottleneck[layer] = module
-        self.indices = sorted(set(self.lora) | set(self.bottleneck))
+            elif isinstance(module, LayerPrefix):
+                self.prefix[layer] = module
+        self.indices = sorted(set(self.lora) | set(self.bottleneck) | set(self.prefix))
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
 
     def __len__(self) -> int:
@@ -48,8 +54,9 @@ class AdapterLayers:
         """The adapter's own parameters in ``layer`` (never the base weights)."""
         params = [p for m in self.lora.get(layer, []) for n, p in m.named_parameters()
                   if n.startswith(("lora_", "lora_magnitude"))]
-        if layer in self.bottleneck:
-            params.extend(self.bottleneck[layer].parameters())
+        for modules in (self.bottleneck, self.prefix):
+            if layer in modules:
+                params.extend(modules[layer].parameters())
         return params
 
     def set_trainable(self, layers: set[int]) -> None:
