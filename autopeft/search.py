@@ -117,10 +117,10 @@ def prepare(config: SearchConfig) -> tuple[SearchSetup, Optimizer]:
                         dev_tokens=task.tokenize(dev, tokenizer, fid.max_length),
                         layout=layout, space=space, objectives=objectives, fidelity=fid, seed=config.seed)
     options = dict(config.optimizer_options)
-    if config.optimizer == "mobo":
-        # A third of a small budget goes to random designs (at least two points per objective
-        # plus two), so that a 12-trial search still spends half its trials on the model.
-        options.setdefault("n_initial", max(2 * (len(objectives) + 1), min(10, config.trials // 3)))
+    # A third of a small budget goes to random designs (at least two points per objective plus
+    # two), so that a 12-trial search still spends half its trials on a model; every optimizer
+    # starts from the same designs for the same seed.
+    options.setdefault("n_initial", max(2 * (len(objectives) + 1), min(10, config.trials // 3)))
     optimizer = make_optimizer(config.optimizer, space, [o.direction for o in objectives], seed=config.seed,
                                reference_point=[references(config, objectives).get(o.name) for o in objectives],
                                **options)

@@ -68,8 +68,8 @@ def test_constraint_steers_asks(space):
     opt = make_optimizer("mobo", space, DIRECTIONS, seed=0, **FAST,
                          outcome_constraints={"memory": ("<=", bound)})
     free = make_optimizer("mobo", space, DIRECTIONS, seed=0, **FAST)
-    drive(opt, space, 12)
-    drive(free, space, 12)
+    drive(opt, space, 18)  # 12 model asks after the 6 initial designs
+    drive(free, space, 18)
 
     def feasible_share(o):
         asked = [c for c, _, _ in o._observed][FAST["n_initial"]:]

@@ -54,6 +54,23 @@ def sample_unseen(space: SearchSpace, rng: np.random.Generator, asked: Collectio
                      f"draws after {len(asked)} were asked")
 
 
+def initial_designs(space: SearchSpace, seed: int, n: int) -> list[Config]:
+    """``n`` distinct valid configurations drawn uniformly from a stream of their own, so that
+    every optimizer given the same seed and ``n_initial`` starts from the same designs (a
+    comparison of optimizers then differs only in what the models choose after them)."""
+    rng = np.random.default_rng([seed, 0x1D])
+    designs: list[Config] = []
+    seen: set[tuple] = set()
+    for _ in range(n):
+        try:
+            config = sample_unseen(space, rng, seen)
+        except SpaceExhausted:
+            break
+        seen.add(space.key(config))
+        designs.append(config)
+    return designs
+
+
 OptimizerFactory = Callable[..., Optimizer]
 _REGISTRY: dict[str, type[Optimizer]] = {}
 

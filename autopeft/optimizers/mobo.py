@@ -45,7 +45,7 @@ from linear_operator.utils.errors import NanError, NotPSDError
 from torch import Tensor
 
 from autopeft.errors import ConfigError
-from autopeft.optimizers.base import Optimizer, register_optimizer, sample_unseen
+from autopeft.optimizers.base import Optimizer, initial_designs, register_optimizer, sample_unseen
 from autopeft.optimizers.candidates import candidate_set, local_search, polish
 from autopeft.optimizers.outcomes import constraint_value, meets_all, parse_constraints
 from autopeft.optimizers.surrogates import (CopulaWarp, get_surrogate, quiet_fit, register_surrogate,
@@ -133,12 +133,14 @@ class MOBO(Optimizer):
         # worst values observed, so that a region that fails is not explored again and again.
         self._failed: list[Config] = []
         self._n_asks = 0
+        self._initial: list[Config] | None = None  # the shared initial designs, drawn once
 
     def ask(self) -> Config:
         self._n_asks += 1
         config = None
         if len(self._asked) < self.n_initial:  # told-without-ask results count (resumed runs)
             self.last_ask_source = "initial"
+            config = next((c for c in self._designs() if self.space.key(c) not in self._asked), None)
         else:
             config = self._model_ask() if len(self._observed) >= 2 else None
             self.last_ask_source = "model" if config is not None else "random"
@@ -167,6 +169,11 @@ class MOBO(Optimizer):
             return
         c = np.array([constraint_value(oc, y, metrics or {}) for oc in self.outcome_constraints])
         self._observed.append((config, y, c))
+
+    def _designs(self) -> list[Config]:
+        if self._initial is None:
+            self._initial = initial_designs(self.space, self.seed, self.n_initial)
+        return self._initial
 
     def _random_new(self) -> Config:
         return sample_unseen(self.space, self._rng, self._asked)

@@ -22,7 +22,7 @@ from optuna.samplers import BaseSampler, NSGAIISampler, RandomSampler, TPESample
 from optuna.trial import Trial, TrialState
 
 from autopeft.errors import ConfigError
-from autopeft.optimizers.base import Optimizer, register_optimizer, sample_unseen
+from autopeft.optimizers.base import Optimizer, initial_designs, register_optimizer, sample_unseen
 from autopeft.space import Bool, Choice, Config, Dimension, Float, Int, SearchSpace
 from autopeft.space.dimensions import Value
 
@@ -58,13 +58,21 @@ class OptunaOptimizer(Optimizer):
     """An Optuna study driven through ask/tell; subclasses choose the sampler.
 
     Extra keyword options go to the sampler (e.g. ``population_size`` for NSGA-II).
+    ``n_initial``: the first asks are the shared initial designs
+    (:func:`~autopeft.optimizers.base.initial_designs`, the same as MOBO's for the same seed);
+    samplers with a random start (TPE) start modelling after them.
     ``reference_point`` is accepted for a uniform interface and not used.
     """
 
     def __init__(self, space: SearchSpace, directions: Sequence[str], *, seed: int = 0,
-                 reference_point: Sequence[float | None] | None = None,
+                 reference_point: Sequence[float | None] | None = None, n_initial: int = 0,
                  **sampler_options: Any) -> None:
         super().__init__(space, directions, seed=seed, reference_point=reference_point)
+        if isinstance(n_initial, bool) or not isinstance(n_initial, int) or n_initial < 0:
+            raise ConfigError(f"got {n_initial!r}, expected an integer >= 0", key="n_initial")
+        self._designs = initial_designs(space, seed, n_initial)
+        if n_initial and "n_startup_trials" in self.startup_option():
+            sampler_options.setdefault("n_startup_trials", n_initial)
         try:
             sampler = self.make_sampler(seed, **sampler_options)
         except TypeError as err:
@@ -80,8 +88,19 @@ class OptunaOptimizer(Optimizer):
     def make_sampler(self, seed: int, **options: Any) -> BaseSampler:
         """The Optuna sampler, seeded; ``options`` are the sampler's keyword arguments."""
 
+    @classmethod
+    def startup_option(cls) -> set[str]:
+        """The sampler's keyword for its number of random start trials, if it has one."""
+        return set()
+
     def ask(self) -> Config:
         with _quiet():
+            design = next((c for c in self._designs if self.space.key(c) not in self._asked), None)
+            if design is not None:
+                self.study.enqueue_trial(design)
+                trial = self.study.ask()
+                self._suggest_config(trial)
+                return self._register(self.space.key(design), design, trial)
             for _ in range(_MAX_RETRIES):
                 trial = self.study.ask()
                 config = self._suggest_config(trial)
@@ -147,6 +166,10 @@ class OptunaTPE(OptunaOptimizer):
     """Multi-objective TPE. ``multivariate`` models the dimensions jointly (the layer,
     rank and module choices interact), ``group`` splits the joint model along the
     conditional sub-spaces, and ``constant_liar`` keeps concurrent trials apart."""
+
+    @classmethod
+    def startup_option(cls) -> set[str]:
+        return {"n_startup_trials"}
 
     def make_sampler(self, seed: int, **options: Any) -> BaseSampler:
         options = {"multivariate": True, "group": True, "constant_liar": True, **options}
