@@ -1,11 +1,43 @@
-"""autopeft: find the Pareto front of PEFT configurations for a model and a task."""
+"""autopeft: find the Pareto front of PEFT configurations for a model and a task.
 
-from autopeft.config import SearchConfig
-from autopeft.errors import AutopeftError
-from autopeft.loading import load_adapter
-from autopeft.objectives import Objective, TrialOutput, objective
-from autopeft.search import SearchResult, search
+The public names load on first use (PEP 562): ``search`` pulls in torch, Ray, MLflow and
+BoTorch, which ``autopeft --help``, an input error or an objective plugin's
+``import autopeft`` should not wait for.
+"""
 
-__all__ = ["AutopeftError", "Objective", "SearchConfig", "SearchResult", "TrialOutput", "load_adapter", "objective",
-           "search"]
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ loads them
+    from autopeft.config import SearchConfig  # noqa: F401
+    from autopeft.errors import AutopeftError  # noqa: F401
+    from autopeft.loading import load_adapter  # noqa: F401
+    from autopeft.objectives import Objective, TrialOutput, objective  # noqa: F401
+    from autopeft.search import SearchResult, search  # noqa: F401
+
+_EXPORTS = {
+    "AutopeftError": "autopeft.errors",
+    "Objective": "autopeft.objectives",
+    "SearchConfig": "autopeft.config",
+    "SearchResult": "autopeft.search",
+    "TrialOutput": "autopeft.objectives",
+    "load_adapter": "autopeft.loading",
+    "objective": "autopeft.objectives",
+    "search": "autopeft.search",
+}
+__all__ = sorted(_EXPORTS)
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'autopeft' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

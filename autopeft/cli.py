@@ -1,55 +1,85 @@
-"""The ``autopeft`` command: ``search``, ``front`` and ``ui``."""
+"""The ``autopeft`` command: ``search``, ``front``, ``trials``, ``spaces``, ``space`` and ``ui``.
+
+Exit codes: 0 done; 1 a search finished without a feasible trial (every trial failed, or
+none met the outcome constraints); 2 bad input (a one-line message names the problem and
+its place); 3 a crash (a bug: the traceback is printed); 130 interrupted.
+
+Only the standard library and the config module load before a command runs: ``--help`` and
+input errors answer at once, and each command imports what it uses.
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
+import dataclasses
 import os
 import subprocess
 import sys
+import traceback
 from pathlib import Path
+from typing import Any
 
-from autopeft.config import DEFAULT_DIR, SearchConfig, load_config
+from autopeft.config import DEFAULT_DIR, DataConfig, Fidelity, SearchConfig, load_config
 from autopeft.errors import AutopeftError
 
-EXIT_BAD_INPUT = 2
+EXIT_OK, EXIT_NO_FEASIBLE, EXIT_BAD_INPUT, EXIT_CRASH, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+FORMATS = ("table", "json", "csv")
 
 
-def _search_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("search", help="run a search and print its Pareto front",
-                       description="Search PEFT configurations; flags override the --config file.")
-    p.add_argument("--config", help="YAML file with any of the settings below")
-    p.add_argument("--model", help="local model folder or hub id (default: the demo model)")
-    p.add_argument("--task", help="'demo' (default) or 'classification' for your own data")
-    d = p.add_argument_group("data (for --task classification)")
-    for flag in ("train-file", "dev-file", "test-file", "text-column", "text-pair-column", "label-column"):
-        d.add_argument(f"--{flag}", dest=f"data.{flag.replace('-', '_')}")
-    p.add_argument("--space", help="search space: a preset in search_spaces/ or a YAML path (default: lora)")
-    p.add_argument("--objective", action="append", dest="objectives",
-                   help="built-in objective or FILE.py:FUNCTION; repeat for several "
-                        "(default: accuracy and trainable_percent)")
-    p.add_argument("--optimizer", help="mobo (default), random, tpe or nsga2")
-    p.add_argument("--trials", type=int)
-    p.add_argument("--concurrency", type=int, help="trials at once (CPUs and GPUs are split evenly)")
-    f = p.add_argument_group("fidelity (how cheaply each trial trains)")
-    for flag in ("max-train-examples", "epochs", "max-steps", "max-length", "batch-size", "max-eval-examples"):
-        f.add_argument(f"--{flag}", type=int, dest=f"fidelity.{flag.replace('-', '_')}")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite in autopeft-runs/)")
-    p.add_argument("--experiment", help="MLflow experiment name (default: autopeft)")
-    p.add_argument("--ray-address", help="address of an existing Ray cluster (default: a local Ray)")
-    p.add_argument("--output-dir", help=f"where local runs go (default: {DEFAULT_DIR})")
-    p.add_argument("--quiet", action="store_true", help="no progress line")
+def add_config_flags(parser: argparse.ArgumentParser, cls: type, prefix: str = "") -> None:
+    """One flag per field of ``cls`` (nested config classes as their own groups), with the
+    field's help; the destination is the field's dotted path in :class:`SearchConfig`."""
+    groups = {"data": (DataConfig, "data (your own; the task is then classification)"),
+              "fidelity": (Fidelity, "fidelity (how cheaply each trial trains)")}
+    for f in dataclasses.fields(cls):
+        meta = f.metadata
+        if f.name in groups and not prefix:
+            nested, title = groups[f.name]
+            add_config_flags(parser.add_argument_group(title), nested, f"{f.name}.")
+            continue
+        if meta.get("cli", True) is False:
+            continue
+        flag = "--" + meta.get("flag", f.name).replace("_", "-")
+        kind = str(f.type)
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        shown = "" if default in (None, [], {}) else f" (default: {default})"
+        if kind.startswith("list"):
+            parser.add_argument(flag, dest=prefix + f.name, action="append", metavar="NAME",
+                                help=f"{meta['help']} (default: {', '.join(default)})")
+        else:
+            parser.add_argument(flag, dest=prefix + f.name, type=int if kind.startswith("int") else str,
+                                metavar=f.name.upper(), help=meta["help"] + shown)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="autopeft", description=__doc__)
+    parser = argparse.ArgumentParser(prog="autopeft", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    _search_parser(sub)
-    front = sub.add_parser("front", help="print the Pareto front of the latest search in MLflow")
-    front.add_argument("--tracking-uri")
-    front.add_argument("--experiment", default="autopeft")
-    front.add_argument("--output-dir", default=str(DEFAULT_DIR))
+
+    p = sub.add_parser("search", help="run a search and print its Pareto front",
+                       description="Search PEFT configurations; flags override the --config file.")
+    p.add_argument("--config", help="YAML file with any of the settings below (and fixed, "
+                                    "reference_point, optimizer_options)")
+    add_config_flags(p, SearchConfig)
+    p.add_argument("--quiet", action="store_true", help="no progress line")
+
+    for name, what in (("front", "the Pareto front"), ("trials", "every trial")):
+        q = sub.add_parser(name, help=f"print {what} of a search stored in MLflow (the latest by default)")
+        q.add_argument("--format", choices=FORMATS, default="table",
+                       help="table for people; json or csv (the MLflow runs' metric and param names) for scripts")
+        q.add_argument("--run-id", help="the search's MLflow run id (default: the latest search)")
+        q.add_argument("--tracking-uri")
+        q.add_argument("--experiment", default="autopeft")
+        q.add_argument("--output-dir", default=str(DEFAULT_DIR))
+
+    sub.add_parser("spaces", help="list the search-space presets")
+    s = sub.add_parser("space", help="check a search space and describe it for a model, without training")
+    s.add_argument("space", metavar="NAME_OR_FILE", help="a preset name or a YAML file")
+    s.add_argument("--model", help="local model folder or hub id (default: the demo model)")
+    s.add_argument("--num-labels", type=int, default=2, help="labels of the task head counted in (default: 2)")
+    s.add_argument("--samples", type=int, default=2000,
+                   help="configurations sampled for the trainable-parameter range (default: 2000)")
+
     ui = sub.add_parser("ui", help="open the MLflow UI on the search store")
     ui.add_argument("--tracking-uri")
     ui.add_argument("--output-dir", default=str(DEFAULT_DIR))
@@ -58,15 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _tracking_uri(args: argparse.Namespace) -> str:
-    return SearchConfig(tracking_uri=args.tracking_uri, output_dir=args.output_dir).resolved_tracking_uri
-
-
 def cmd_search(args: argparse.Namespace) -> int:
-    from autopeft.search import run_search  # heavy imports only for the commands that need them
+    from autopeft.inputs import check_inputs
 
     overrides = {k: v for k, v in vars(args).items() if k not in {"command", "config", "quiet"}}
     config = load_config(args.config, overrides)
+    check_inputs(config)  # before the heavy imports below: bad input answers at once
+    from autopeft.search import run_search
+
     result = run_search(config, progress=not args.quiet)
     failed = [t for t in result.trials if t.status != "completed"]
     infeasible = [t for t in result.trials if t.status == "completed" and not t.feasible]
@@ -78,46 +107,60 @@ def cmd_search(args: argparse.Namespace) -> int:
     print(f"artifacts (pareto_front.csv/.png/.html, adapters/): {result.artifact_uri}")
     if not result.front and infeasible:  # any feasible completed trial would be on the front
         print("autopeft: no completed trial met the outcome constraints", file=sys.stderr)
-        return 1
+        return EXIT_NO_FEASIBLE
     if not result.front:
         first = failed[0].error if failed else "no trial ran"
         print(f"autopeft: every trial failed; the first error was: {first}", file=sys.stderr)
-        return 1
-    return 0
+        return EXIT_NO_FEASIBLE
+    return EXIT_OK
 
 
-def cmd_front(args: argparse.Namespace) -> int:
+def _tracking_uri(args: argparse.Namespace) -> str:
+    return SearchConfig(tracking_uri=args.tracking_uri, output_dir=args.output_dir).resolved_tracking_uri
+
+
+def cmd_results(args: argparse.Namespace) -> int:
+    """``front`` and ``trials``."""
     from mlflow.tracking import MlflowClient
 
-    from autopeft.records import ObjectiveInfo, TrialRecord, front_of, parse_param
     from autopeft.report import format_front
-    from autopeft.tracking import FEASIBLE, ROLE, STATUS, latest_search
+    from autopeft.rows import format_rows
+    from autopeft.tracking import load_search
 
-    client = MlflowClient(tracking_uri=_tracking_uri(args))
-    parent, children = latest_search(client, args.experiment)
-    if parent is None:
-        raise AutopeftError(f"no search found in experiment '{args.experiment}'", source=_tracking_uri(args))
-    objectives = [ObjectiveInfo(n, d) for n, d in json.loads(parent.data.tags["autopeft.objectives"])]
-    records = []
-    for run in children:
-        if run.data.tags.get(ROLE) != "trial":
-            continue
-        metrics = run.data.metrics
-        status = run.data.tags.get(STATUS, "running")
-        if status == "completed" and not all(o.name in metrics for o in objectives):
-            status = "failed"
-        records.append(TrialRecord(
-            int(run.data.tags.get("autopeft.trial_number", 0)), run.info.run_id,
-            {k: parse_param(v) for k, v in run.data.params.items()},
-            status=status, objectives={o.name: metrics[o.name] for o in objectives if o.name in metrics},
-            test_metrics={k[5:]: v for k, v in metrics.items() if k.startswith("test_")},
-            feasible=run.data.tags.get(FEASIBLE) != "false"))
-    front = front_of(records, objectives)
-    state = parent.data.tags.get(STATUS, "running")
-    print(f"search {parent.info.run_name} ({state}): {len(records)} trials, "
-          f"{sum(r.status == 'completed' for r in records)} completed, front of {len(front)}\n")
-    print(format_front(front, objectives))
-    return 0
+    uri = _tracking_uri(args)
+    if not args.tracking_uri and uri.startswith("sqlite:///") and not Path(uri[10:]).exists():
+        raise AutopeftError("no search store here; run `autopeft search` or give --output-dir or "
+                            "--tracking-uri", source=uri[10:])
+    stored = load_search(MlflowClient(tracking_uri=uri), args.experiment, args.run_id)
+    if stored is None:
+        raise AutopeftError(f"no search {args.run_id + ' ' if args.run_id else ''}found in experiment "
+                            f"'{args.experiment}'", source=uri)
+    records = stored.front() if args.command == "front" else stored.records
+    if args.format != "table":
+        print(format_rows(stored.rows(records), args.format), end="")
+        return EXIT_OK
+    completed = sum(r.status == "completed" for r in stored.records)
+    print(f"search {stored.parent.info.run_name} ({stored.status}): {len(stored.records)} trials, "
+          f"{completed} completed, front of {len(stored.front())}\n")
+    if args.command == "front":
+        print(format_front(records, stored.objectives))
+    else:
+        print(format_rows(stored.rows(records), "table", [o.name for o in stored.objectives]), end="")
+    return EXIT_OK
+
+
+def cmd_spaces(args: argparse.Namespace) -> int:
+    from autopeft.space import describe_presets
+
+    print(describe_presets())
+    return EXIT_OK
+
+
+def cmd_space(args: argparse.Namespace) -> int:
+    from autopeft.describe import describe_space
+
+    print(describe_space(args.space, model=args.model, num_labels=args.num_labels, samples=args.samples))
+    return EXIT_OK
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
@@ -131,17 +174,24 @@ def cmd_ui(args: argparse.Namespace) -> int:
     return subprocess.call(command, env=env)
 
 
+HANDLERS: dict[str, Any] = {"search": cmd_search, "front": cmd_results, "trials": cmd_results,
+                            "spaces": cmd_spaces, "space": cmd_space, "ui": cmd_ui}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handlers = {"search": cmd_search, "front": cmd_front, "ui": cmd_ui}
     try:
-        return handlers[args.command](args)
+        return HANDLERS[args.command](args)
     except AutopeftError as err:
         print(f"autopeft: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("\nautopeft: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except Exception:  # a bug, not the user's input: keep the traceback, and a code of its own
+        traceback.print_exc()
+        print("autopeft: crashed (a bug in autopeft or a plugin; the traceback is above)", file=sys.stderr)
+        return EXIT_CRASH
 
 
 if __name__ == "__main__":

@@ -9,45 +9,73 @@ from typing import Any
 
 from autopeft._yaml import LineDict, load_yaml
 from autopeft.errors import ConfigError
-from autopeft.training import Fidelity
 
 DEFAULT_DIR = Path("autopeft-runs")
 
 
+def _help(text: str, **more: Any) -> dict[str, Any]:
+    """Field metadata: ``help`` is the CLI flag's help (as PEFT keeps it on its config fields);
+    ``flag`` renames the flag; ``cli=False`` keeps a field to config files (mappings)."""
+    return {"help": text, **more}
+
+
+@dataclass
+class Fidelity:
+    """How cheaply each trial trains: the knobs that trade search cost for signal."""
+
+    max_train_examples: int | None = field(default=2000, metadata=_help("training examples per trial"))
+    epochs: int = field(default=1, metadata=_help("epochs per trial (the best epoch on dev is kept)"))
+    max_steps: int | None = field(default=None, metadata=_help("stop each trial after this many steps"))
+    max_length: int = field(default=64, metadata=_help("tokens per example"))
+    batch_size: int = field(default=16, metadata=_help("training batch size"))
+    max_eval_examples: int | None = field(default=None, metadata=_help("dev examples per trial (all by default)"))
+
+
 @dataclass
 class DataConfig:
-    train_file: str | None = None
-    dev_file: str | None = None
-    test_file: str | None = None
-    text_column: str | None = None
-    text_pair_column: str | None = None
-    label_column: str | None = None
+    """The user's data; giving any of it makes the search a classification on it."""
+
+    train_file: str | None = field(default=None, metadata=_help(
+        "your data: CSV, TSV, JSON(L), Parquet or a `datasets` folder"))
+    dev_file: str | None = field(default=None, metadata=_help("dev split (default: split off the train file)"))
+    test_file: str | None = field(default=None, metadata=_help("test split (default: split off the train file)"))
+    text_column: str | None = field(default=None, metadata=_help("column with the text (required with a train file)"))
+    text_pair_column: str | None = field(default=None, metadata=_help("second text of a pair task"))
+    label_column: str | None = field(default=None, metadata=_help("column with the label (required with a train file)"))
 
 
 @dataclass
 class SearchConfig:
-    """Everything ``autopeft search`` needs; every field has a usable default."""
+    """Everything ``autopeft search`` needs; every field has a usable default. The CLI's flags
+    and their help are made from these fields."""
 
-    model: str | None = field(default=None, metadata={"help": "local folder or hub id; the demo model by default"})
-    task: str | None = field(default=None, metadata={
-        "help": "'demo' or a task type ('classification'); by default 'classification' when data is "
-                "given, else 'demo'"})
+    model: str | None = field(default=None, metadata=_help(
+        "local model folder or hub id (default: the demo model)"))
+    task: str | None = field(default=None, metadata=_help(
+        "'demo' or a task type ('classification'); by default 'classification' when data is given, "
+        "else 'demo'"))
     data: DataConfig = field(default_factory=DataConfig)
-    space: str = field(default="lora", metadata={"help": "preset name in search_spaces/ or a YAML path"})
-    fixed: dict[str, Any] = field(default_factory=dict, metadata={"help": "parameters pinned to a value"})
-    objectives: list[str] = field(default_factory=lambda: ["accuracy", "trainable_percent"])
-    reference_point: dict[str, float] = field(default_factory=dict,
-                                              metadata={"help": "worst acceptable value per objective"})
-    optimizer: str = "mobo"
-    optimizer_options: dict[str, Any] = field(default_factory=dict)
-    trials: int = 12
-    concurrency: int = 1
+    space: str = field(default="lora", metadata=_help(
+        "search space: a preset (`autopeft spaces` lists them) or a YAML file"))
+    fixed: dict[str, Any] = field(default_factory=dict, metadata=_help("parameters pinned to a value", cli=False))
+    objectives: list[str] = field(default_factory=lambda: ["accuracy", "trainable_percent"], metadata=_help(
+        "an objective's name (built-in or plugin) or FILE.py:FUNCTION; repeat for several", flag="objective"))
+    reference_point: dict[str, float] = field(default_factory=dict, metadata=_help(
+        "worst acceptable value per objective", cli=False))
+    optimizer: str = field(default="mobo", metadata=_help(
+        "mobo, random, tpe, nsga2, or an installed plugin's optimizer"))
+    optimizer_options: dict[str, Any] = field(default_factory=dict, metadata=_help(
+        "keyword options of the optimizer", cli=False))
+    trials: int = field(default=12, metadata=_help("trials to run"))
+    concurrency: int = field(default=1, metadata=_help("trials at once (CPUs and GPUs are split evenly)"))
     fidelity: Fidelity = field(default_factory=Fidelity)
-    seed: int = 0
-    tracking_uri: str | None = field(default=None, metadata={"help": "MLflow URI; sqlite in autopeft-runs/ by default"})
-    experiment: str = "autopeft"
-    ray_address: str | None = None
-    output_dir: str = str(DEFAULT_DIR)
+    seed: int = field(default=0, metadata=_help("seed of data splits, initial designs and training"))
+    tracking_uri: str | None = field(default=None, metadata=_help(
+        "MLflow tracking URI (default: sqlite in the output dir)"))
+    experiment: str = field(default="autopeft", metadata=_help("MLflow experiment name"))
+    ray_address: str | None = field(default=None, metadata=_help(
+        "address of an existing Ray cluster (default: a local Ray)"))
+    output_dir: str = field(default=str(DEFAULT_DIR), metadata=_help("where local runs and artifacts go"))
 
     def check(self) -> None:
         given = [f"data.{k}" for k, v in dataclasses.asdict(self.data).items() if v is not None]

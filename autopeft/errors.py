@@ -54,5 +54,9 @@ class ObjectiveError(AutopeftError):
     """An objective cannot be loaded or returned an unusable value."""
 
 
+class PluginError(AutopeftError):
+    """An installed plugin cannot be loaded, is of the wrong kind, or takes a name already taken."""
+
+
 class TrialError(Exception):
     """A trial failed (exception, NaN loss); the search records it and goes on."""

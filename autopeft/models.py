@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
@@ -93,14 +92,6 @@ def head_modules(model: torch.nn.Module) -> list[str]:
     names = set(getattr(model, NEW_MODULES, ()))
     names |= {name for name, _ in model.named_modules() if name.endswith(PEFT_HEAD_SUFFIXES)}
     return sorted(n for n in names if not any(n.startswith(f"{o}.") for o in names))
-
-
-def check_model_reference(model: str) -> None:
-    """Fail early, with a clear message, for a local path that does not exist."""
-    looks_local = model.startswith((".", "/", "~")) or Path(model).exists() or model.count("/") > 1
-    if looks_local and not (Path(model).expanduser() / "config.json").is_file():
-        where = "does not exist" if not Path(model).expanduser().exists() else "has no config.json"
-        raise ModelError(f"model folder {where}", source=model, key="model")
 
 
 def key_value_width(model_config: object) -> int:

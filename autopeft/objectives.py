@@ -2,8 +2,9 @@
 
 Built-ins read the task's dev metrics and the trial's measured costs. A custom objective is
 a plain function of a :class:`TrialOutput` decorated with :func:`objective`, passed from
-Python or named on the CLI as ``path/to/file.py:function`` (the plugins in ``objectives/``
-are loaded exactly that way).
+Python, named on the CLI as ``path/to/file.py:function``, or published by a package under
+the entry-point group ``autopeft.objectives`` and named by its entry-point name (the plugins
+in ``objectives/`` ship that way: ``--objective macro_f1``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from typing import Any, Literal
 
 import numpy as np
 
+from autopeft.costs import COSTS
 from autopeft.errors import ObjectiveError
+from autopeft.plugins import Registry, instance_of
 
 Direction = Literal["maximize", "minimize"]
 
@@ -88,12 +91,14 @@ def _cost(key: str) -> Callable[[TrialOutput], float]:
     return lambda out: out.cost[key]
 
 
-BUILTIN: dict[str, Objective] = {
-    "accuracy": Objective("accuracy", "maximize", _metric("accuracy")),
-    **{name: Objective(name, direction, _cost(name), test=False) for name, direction in (
-        ("trainable_percent", "minimize"), ("trainable_params", "minimize"), ("base_params", "minimize"),
-        ("peak_memory_mb", "minimize"), ("train_seconds", "minimize"), ("examples_per_second", "maximize"))},
-}
+#: every objective by name: the built-ins, the plugins autopeft ships (``objectives/`` in the
+#: source tree) and those of installed packages, all found in the entry-point group
+#: ``autopeft.objectives`` except the built-ins
+OBJECTIVES: Registry[Objective] = Registry("objectives", check=instance_of(Objective), error=ObjectiveError,
+                                           key="objective")
+OBJECTIVES.register("accuracy", Objective("accuracy", "maximize", _metric("accuracy")), "autopeft (built-in)")
+for _name, (_direction, _) in COSTS.items():
+    OBJECTIVES.register(_name, Objective(_name, _direction, _cost(_name), test=False), "autopeft (built-in)")
 DEFAULT_OBJECTIVES = ("accuracy", "trainable_percent")
 
 
@@ -123,15 +128,15 @@ def load_objective_file(reference: str) -> Objective:
 
 
 def resolve_objective(item: str | Objective) -> Objective:
-    """A built-in name, ``FILE.py:FUNCTION``, or an Objective as is."""
+    """A registered name (built-in or plugin), ``FILE.py:FUNCTION``, or an Objective as is."""
     if isinstance(item, Objective):
         return item
-    if item in BUILTIN:
-        return BUILTIN[item]
     if ":" in item and item.rpartition(":")[0].endswith(".py"):
         return load_objective_file(item)
-    raise ObjectiveError(f"unknown objective '{item}'; use one of {sorted(BUILTIN)} or "
-                         f"FILE.py:FUNCTION", key="objective")
+    if item not in OBJECTIVES:
+        raise ObjectiveError(f"unknown objective '{item}'; use one of {OBJECTIVES.names()} or "
+                             f"FILE.py:FUNCTION", key="objective")
+    return OBJECTIVES.get(item)
 
 
 def resolve_objectives(items: list[str | Objective] | None) -> list[Objective]:

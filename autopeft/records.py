@@ -11,11 +11,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from autopeft.costs import COSTS
 from autopeft.optimizers.outcomes import OutcomeConstraint, constraint_value, meets_all
 from autopeft.pareto import hypervolume, hypervolume_curve, infer_reference, pareto_mask, to_maximization
 
-COST_KEYS = ("trainable_params", "trainable_percent", "base_params", "peak_memory_mb", "train_seconds",
-             "examples_per_second")
 
 
 @dataclass
@@ -135,7 +134,7 @@ def front_table(front: list[TrialRecord], objectives: list[ObjectiveInfo]) -> pd
         row: dict[str, Any] = {"trial": r.name}
         row.update({o.name: r.objectives.get(o.name) for o in objectives})
         row.update({f"test_{k}": v for k, v in r.test_metrics.items()})
-        row.update({k: r.metrics[k] for k in COST_KEYS if k in r.metrics and k not in row})
+        row.update({k: r.metrics[k] for k in COSTS if k in r.metrics and k not in row})
         row.update({f"param:{k}": v for k, v in r.config.items()})
         rows.append(row)
     return pd.DataFrame(rows)

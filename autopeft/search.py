@@ -16,23 +16,24 @@ import pandas as pd
 from transformers import AutoTokenizer
 
 from autopeft.adapters import AdapterBuilder, get_adapter
-from autopeft.config import DataConfig, SearchConfig
-from autopeft.errors import ConfigError, ModelError, ObjectiveError
-from autopeft.models import ModelLayout, check_model_reference, model_layout
-from autopeft.objectives import Objective, resolve_objectives
+from autopeft.config import DataConfig, Fidelity, SearchConfig
+from autopeft.costs import COSTS
+from autopeft.errors import ConfigError, ModelError
+from autopeft.inputs import RESULT_METRICS, check_inputs, check_model_reference, outcome_constraints
+from autopeft.models import ModelLayout, model_layout
+from autopeft.objectives import Objective
 from autopeft.optimizers import Optimizer, make_optimizer
-from autopeft.optimizers.outcomes import OutcomeConstraint, parse_constraints
+from autopeft.optimizers.outcomes import OutcomeConstraint
 from autopeft.progress import ProgressLine
-from autopeft.records import COST_KEYS, HypervolumeLog, ObjectiveInfo, TrialRecord, front_of, front_table, meets
+from autopeft.records import HypervolumeLog, ObjectiveInfo, TrialRecord, front_of, front_table, meets
 from autopeft.report import format_front, plot_front_html, plot_front_png, plot_hypervolume_png
 from autopeft.runner import OBJECTIVE_PREFIX, STRATEGY_REPORT, run_trials
 from autopeft.measure import Stopwatch
-from autopeft.space import Config, SearchSpace, load_space
+from autopeft.space import Config, SearchSpace, SpaceSpec
 from autopeft.space.space import Derive
 from autopeft.strategies import NO_STRATEGY, STRATEGY_PARAMETER, strategy_class
 from autopeft.tasks import DataSource, demo_model_path, load_demo_data, make_task
 from autopeft.tracking import SearchTracker
-from autopeft.training import Fidelity
 from autopeft.trial import SearchSetup, quiet_libraries, score_adapter
 
 #: keyword names of :func:`search` that live in a nested section of SearchConfig
@@ -69,17 +70,9 @@ class SearchResult:
 
 def prepare(config: SearchConfig) -> tuple[SearchSetup, Optimizer]:
     """Check and load everything a search needs, before anything is written anywhere."""
-    config.check()
+    checked = check_inputs(config)
     quiet_libraries()
-    objectives = resolve_objectives(config.objectives)
-    if len(objectives) < 2:
-        raise ObjectiveError("a multi-objective search needs at least two objectives", key="objective")
-    unknown = set(config.reference_point) - {o.name for o in objectives}
-    if unknown:
-        raise ConfigError(f"reference point given for unknown objective(s) {sorted(unknown)}",
-                          key="reference_point")
-    outcome_constraints(config, objectives)  # checked before any model or data is loaded
-    spec = load_space(config.space)
+    spec, objectives = checked.spec, checked.objectives
     builder = get_adapter(spec)
 
     if config.task == "demo":
@@ -89,8 +82,6 @@ def prepare(config: SearchConfig) -> tuple[SearchSetup, Optimizer]:
     else:
         task = make_task(config.task)
         model_path = config.model
-        if not model_path:
-            raise ConfigError("--model is required unless --task demo", key="model")
         d = config.data
         source = DataSource(d.train_file, d.dev_file, d.test_file,
                             {"text": d.text_column, "text_pair": d.text_pair_column, "label": d.label_column})
@@ -102,9 +93,7 @@ def prepare(config: SearchConfig) -> tuple[SearchSetup, Optimizer]:
         layout = model_layout(task.load_model(model_path, data))
     except (OSError, ValueError) as err:
         raise ModelError(f"cannot load: {str(err).splitlines()[0]}", source=model_path, key="model") from None
-    builder.check_layout(spec, layout)
-    space = spec.bind(layout.num_layers, fixed=config.fixed, derive=_deriver(builder, layout),
-                      identity=_Identity(builder, layout))
+    space = bind_space(spec, builder, layout, config.fixed)
 
     fid = config.fidelity
     train = data.train.shuffle(seed=config.seed)
@@ -162,22 +151,19 @@ class _Identity:
         return self.builder.canonical(config, self.layout)
 
 
-def outcome_constraints(config: SearchConfig, objectives: list[Objective] | list[ObjectiveInfo]
-                        ) -> list[OutcomeConstraint]:
-    """The optimizer's outcome constraints, each on an objective or on a metric every trial
-    reports; the search's front holds only trials that meet them."""
-    constraints = parse_constraints(config.optimizer_options.get("outcome_constraints"), len(objectives))
-    known = {o.name for o in objectives} | _RESULT_METRICS
-    for c in constraints:
-        if isinstance(c.target, str) and c.target not in known and not c.target.startswith("dev_"):
-            raise ConfigError(f"constraint on unknown metric '{c.target}'; use an objective, a dev_ "
-                              f"metric or one of {sorted(_RESULT_METRICS)}",
-                              key="optimizer_options.outcome_constraints")
-    return constraints
+def bind_space(spec: SpaceSpec, builder: AdapterBuilder, layout: ModelLayout,
+               fixed: dict[str, Any] | None = None) -> SearchSpace:
+    """``spec`` bound to a model: its layers, its parameter counts for constraints, and the
+    builder's canonical form of a configuration."""
+    builder.check_layout(spec, layout)
+    return spec.bind(layout.num_layers, fixed=fixed, derive=parameter_counter(builder, layout),
+                     identity=_Identity(builder, layout))
 
 
-def _deriver(builder: AdapterBuilder, layout: ModelLayout) -> Derive | None:
-    """The derived quantities constraints may use, where the builder counts without building."""
+def parameter_counter(builder: AdapterBuilder, layout: ModelLayout) -> Derive | None:
+    """``values -> {trainable_params, trainable_percent}`` without building a model, for
+    constraints and ``autopeft space``; None where the builder cannot count (an empty dict
+    for a configuration whose strategy decides its count while training)."""
     if type(builder).count_parameters is AdapterBuilder.count_parameters:
         return None
     return _ParameterCount(builder, layout)
@@ -219,7 +205,7 @@ class _Monitor:
         record.status = "completed"
         record.objectives = {o.name: float(result[OBJECTIVE_PREFIX + o.name]) for o in self.objectives}
         record.metrics = {k: float(v) for k, v in result.items()
-                          if k in _RESULT_METRICS or k.startswith("dev_") or k.endswith(_STAGE_SUFFIXES)}
+                          if k in RESULT_METRICS or k.startswith("dev_") or k.endswith(_STAGE_SUFFIXES)}
         record.feasible = meets(record, self.constraints, self.objectives)
         record.strategy_report = json.loads(result.get(STRATEGY_REPORT) or "{}")
         record.adapter_dir = adapter_dir
@@ -248,8 +234,6 @@ class _Monitor:
 
 #: per-stage figures of a trial (``search_stage_seconds``, ``train_stage_examples_per_second``)
 _STAGE_SUFFIXES = ("_stage_seconds", "_stage_examples_per_second")
-_RESULT_METRICS = {"trainable_params", "trainable_percent", "base_params", "peak_memory_mb", "train_seconds",
-                   "examples_per_second", "best_epoch", "eval_seconds", "trial_seconds"}
 
 
 def describe_data(setup: SearchSetup) -> str:
@@ -285,7 +269,7 @@ def run_search(config: SearchConfig, *, progress: bool = True) -> SearchResult:
         print(describe_data(setup), file=sys.stderr)
     line = ProgressLine(config.trials, enabled=progress)
     monitor = _Monitor(objectives, tracker, line, references(config, setup.objectives),
-                       outcome_constraints(config, objectives), setup.space)
+                       outcome_constraints(config, [o.name for o in objectives]), setup.space)
     try:
         timings = run_trials(setup, optimizer, trials=config.trials, concurrency=config.concurrency,
                              listeners=[monitor], storage=out_dir / "ray" / name,
@@ -314,7 +298,7 @@ def _finish(config: SearchConfig, setup: SearchSetup, tracker: SearchTracker, mo
         if record.adapter_dir is not None:
             # The test split is only ever used here, on the finished front: never for selection.
             record.test_metrics = score_adapter(setup, record.adapter_dir, setup.data.test, record.config,
-                                                {k: v for k, v in record.metrics.items() if k in COST_KEYS})
+                                                {k: v for k, v in record.metrics.items() if k in COSTS})
     log = monitor.hypervolume
     reference = log.reference if log.reference is not None else np.array([])
     curve = list(log.curve)

@@ -10,18 +10,23 @@ import json
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from autopeft.records import ObjectiveInfo, TrialRecord
+from autopeft.records import ObjectiveInfo, TrialRecord, front_of, parse_param
 
-ROLE = "autopeft.role"
-STATUS = "autopeft.status"
-FEASIBLE = "autopeft.feasible"  # "false" on a completed trial that breaks an outcome constraint
-PARETO = "autopeft.pareto"
+# Every tag autopeft writes, here only: this module writes them and reads them back.
+ROLE = "autopeft.role"                # "search" on the parent run, "trial" on a child
+STATUS = "autopeft.status"            # running | completed | failed | stopped
+FEASIBLE = "autopeft.feasible"        # "false" on a completed trial that breaks an outcome constraint
+PARETO = "autopeft.pareto"            # "true" on the front's members once the search ends
+OBJECTIVES = "autopeft.objectives"    # JSON [[name, direction], ...] on the parent
+TRIAL_NUMBER = "autopeft.trial_number"
+ERROR = "autopeft.error"
 PARENT = "mlflow.parentRunId"
 MAX_PARAM = 6000  # MLflow's limit on a param value's length
 
@@ -62,7 +67,7 @@ class SearchTracker:
 
     def start_search(self, name: str, params: dict[str, Any], objectives: list[ObjectiveInfo]) -> str:
         tags = {ROLE: "search", STATUS: "running",
-                "autopeft.objectives": json.dumps([[o.name, o.direction] for o in objectives])}
+                OBJECTIVES: json.dumps([[o.name, o.direction] for o in objectives])}
         run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
         self.parent_id = run.info.run_id
         self._log_params(self.parent_id, params)
@@ -75,7 +80,7 @@ class SearchTracker:
 
     def start_trial(self, record: TrialRecord) -> None:
         tags = {PARENT: self.parent_id, ROLE: "trial", STATUS: "running",
-                "autopeft.trial_number": str(record.number)}
+                TRIAL_NUMBER: str(record.number)}
         run = self.client.create_run(self.experiment_id, run_name=record.name, tags=tags)
         record.run_id = run.info.run_id
         self._log_params(record.run_id, {"strategy": record.strategy, **record.config})
@@ -94,7 +99,7 @@ class SearchTracker:
         if record.status == "completed":
             tags.append(RunTag(FEASIBLE, str(record.feasible).lower()))
         if record.error:
-            tags.append(RunTag("autopeft.error", record.error[:5000]))
+            tags.append(RunTag(ERROR, record.error[:5000]))
         report = {k: v for k, v in record.strategy_report.items() if k != "name"}
         metrics += [Metric(k, v, _now_ms(), 0) for k, v in flat_numbers(report).items()]
         self.client.log_batch(record.run_id, metrics=metrics, tags=tags)
@@ -128,24 +133,78 @@ class SearchTracker:
 
     def fail_search(self, message: str) -> None:
         if self.parent_id:
-            self.client.set_tag(self.parent_id, "autopeft.error", message[:5000])
+            self.client.set_tag(self.parent_id, ERROR, message[:5000])
             self.client.set_tag(self.parent_id, STATUS, "failed")
             self.client.set_terminated(self.parent_id, status="FAILED")
 
 
-def latest_search(client: MlflowClient, experiment: str) -> tuple[Any, list[Any]]:
-    """The newest search run of ``experiment`` and its trial runs (for ``autopeft front``)."""
+@dataclass
+class StoredSearch:
+    """A search read back from MLflow: its parent run, objectives and trials."""
+
+    parent: Any
+    objectives: list[ObjectiveInfo]
+    records: list[TrialRecord]
+    runs: list[Any]  # the trials' MLflow runs, in the order of ``records``
+
+    @property
+    def status(self) -> str:
+        return self.parent.data.tags.get(STATUS, "running")
+
+    def rows(self, records: list[TrialRecord] | None = None) -> list[dict[str, Any]]:
+        """One row per trial with the MLflow run's own names: identity and state, then the
+        objectives, the other metrics and the params (a front member's ``pareto`` is true)."""
+        front = {r.run_id for r in front_of(self.records, self.objectives)}
+        by_id = {run.info.run_id: run for run in self.runs}
+        names = [o.name for o in self.objectives]
+        out = []
+        for record in records if records is not None else self.records:
+            run = by_id[record.run_id]
+            metrics = run.data.metrics
+            out.append({"trial": record.number, "run_id": record.run_id, "status": record.status,
+                        "feasible": record.feasible, "pareto": record.run_id in front,
+                        **{n: metrics.get(n) for n in names},
+                        **{k: metrics[k] for k in sorted(metrics) if k not in names},
+                        **{k: parse_param(v) for k, v in sorted(run.data.params.items())},
+                        "error": run.data.tags.get(ERROR)})
+        return out
+
+    def front(self) -> list[TrialRecord]:
+        return front_of(self.records, self.objectives)
+
+
+def load_search(client: MlflowClient, experiment: str, run_id: str | None = None) -> StoredSearch | None:
+    """The search ``run_id`` (else the newest one) of ``experiment`` with its trials."""
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
-        return None, []
-    parents = client.search_runs([exp.experiment_id], filter_string=f"tags.`{ROLE}` = 'search'",
-                                 order_by=["attributes.start_time DESC"], max_results=1)
-    if not parents:
-        return None, []
-    parent = parents[0]
-    children = client.search_runs([exp.experiment_id],
+        return None
+    if run_id:
+        parent = client.get_run(run_id)
+        if parent.data.tags.get(ROLE) != "search":
+            return None
+    else:
+        parents = client.search_runs([exp.experiment_id], filter_string=f"tags.`{ROLE}` = 'search'",
+                                     order_by=["attributes.start_time DESC"], max_results=1)
+        if not parents:
+            return None
+        parent = parents[0]
+    children = client.search_runs([parent.info.experiment_id],
                                   filter_string=f"tags.`{PARENT}` = '{parent.info.run_id}'",
                                   max_results=10_000)
-    return parent, children
-
-
+    objectives = [ObjectiveInfo(n, d) for n, d in json.loads(parent.data.tags[OBJECTIVES])]
+    pairs = []
+    for run in children:
+        if run.data.tags.get(ROLE) != "trial":
+            continue
+        metrics = run.data.metrics
+        status = run.data.tags.get(STATUS, "running")
+        if status == "completed" and not all(o.name in metrics for o in objectives):
+            status = "failed"
+        pairs.append((TrialRecord(
+            int(run.data.tags.get(TRIAL_NUMBER, 0)), run.info.run_id,
+            {k: parse_param(v) for k, v in run.data.params.items()},
+            status=status, objectives={o.name: metrics[o.name] for o in objectives if o.name in metrics},
+            test_metrics={k[5:]: v for k, v in metrics.items() if k.startswith("test_")},
+            feasible=run.data.tags.get(FEASIBLE) != "false", run_id=run.info.run_id), run))
+    pairs.sort(key=lambda pair: pair[0].number)
+    return StoredSearch(parent, objectives, [p[0] for p in pairs], [p[1] for p in pairs])

@@ -10,44 +10,38 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
 from transformers import get_linear_schedule_with_warmup
 
+from autopeft.config import Fidelity
 from autopeft.errors import TrialError
 from autopeft.measure import Stopwatch
+from autopeft.space.values import FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_INT, ValueRule
 from autopeft.tasks.base import Evaluation, Task
 
 
 @dataclass
-class Fidelity:
-    """How cheaply each trial trains: the knobs that trade search cost for signal."""
-
-    max_train_examples: int | None = 2000
-    epochs: int = 1
-    max_steps: int | None = None
-    max_length: int = 64
-    batch_size: int = 16
-    max_eval_examples: int | None = None
-
-
-@dataclass
 class Hyperparameters:
-    """Training settings a search space may set (else these defaults)."""
+    """Training settings a search space may set (else these defaults): the one declaration of
+    which training parameters a space may use and what values each allows."""
 
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.0
-    warmup_ratio: float = 0.06
-    batch_size: int | None = None
+    learning_rate: float = field(default=1e-3, metadata={"rule": POSITIVE})
+    weight_decay: float = field(default=0.0, metadata={"rule": NON_NEGATIVE})
+    warmup_ratio: float = field(default=0.06, metadata={"rule": FRACTION})
+    #: None: the fidelity's batch size
+    batch_size: int | None = field(default=None, metadata={"rule": POSITIVE_INT})
 
     @classmethod
     def from_values(cls, values: dict) -> Hyperparameters:
-        known = {k: values[k] for k in ("learning_rate", "weight_decay", "warmup_ratio", "batch_size")
-                 if values.get(k) is not None}
-        return cls(**known)
+        return cls(**{k: values[k] for k in TRAINING_RULES if values.get(k) is not None})
+
+
+#: the training parameters every space may set, with the values each allows
+TRAINING_RULES: dict[str, ValueRule] = {f.name: f.metadata["rule"] for f in fields(Hyperparameters)}
 
 
 @dataclass

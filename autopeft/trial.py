@@ -28,7 +28,8 @@ from autopeft.objectives import Objective, TrialOutput
 from autopeft.space import Config, SearchSpace
 from autopeft.strategies import StrategyContext, TrainingStrategy, make_strategy
 from autopeft.tasks.base import Evaluation, Task, TaskData
-from autopeft.training import Fidelity, Hyperparameters, planned_steps, train
+from autopeft.config import Fidelity
+from autopeft.training import Hyperparameters, planned_steps, train
 
 
 

@@ -55,7 +55,7 @@ def run_one(strategy: str, seed: int, learning_rate: float) -> dict:
 
     from autopeft.config import SearchConfig
     from autopeft.search import prepare
-    from autopeft.training import Fidelity
+    from autopeft.config import Fidelity
     from autopeft.trial import evaluate_adapter, run_trial
 
     torch.set_num_threads(2)

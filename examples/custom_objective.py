@@ -22,7 +22,7 @@ def long_snippet_accuracy(trial: autopeft.TrialOutput) -> float:
 def main() -> None:
     result = autopeft.search(
         task="demo",
-        objectives=[long_snippet_accuracy, "trainable_percent", "objectives/macro_f1.py:macro_f1"],
+        objectives=[long_snippet_accuracy, "trainable_percent", "macro_f1"],
         trials=6,
         max_train_examples=400,
         max_eval_examples=400,

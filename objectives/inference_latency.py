@@ -3,7 +3,7 @@
 Times the trained model itself, so extra adapter layers (and where they sit) show up as the
 cost they really have at serving time, which parameter counts do not tell.
 
-Use: ``autopeft search --objective accuracy --objective objectives/inference_latency.py:latency_ms``
+Use: ``autopeft search --objective accuracy --objective latency_ms`` (an entry point in pyproject.toml)
 """
 
 import time

@@ -1,6 +1,7 @@
 """Macro-averaged F1 on the dev split: every class counts the same, however rare.
 
-Use: ``autopeft search --objective objectives/macro_f1.py:macro_f1 --objective trainable_percent``
+Use: ``autopeft search --objective macro_f1 --objective trainable_percent`` (registered by entry
+point in pyproject.toml; ``objectives/macro_f1.py:macro_f1`` names the same function by path)
 """
 
 import numpy as np

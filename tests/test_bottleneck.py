@@ -19,7 +19,7 @@ from autopeft.errors import SpaceError
 from autopeft.models import model_layout
 from autopeft.search import prepare
 from autopeft.space import load_space
-from autopeft.training import Fidelity
+from autopeft.config import Fidelity
 from autopeft.trial import evaluate_adapter, run_trial
 
 HIDDEN, LAYERS = 32, 4

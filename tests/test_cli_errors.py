@@ -91,9 +91,12 @@ def test_objective_file_without_the_function(tmp_path, out, capsys) -> None:
     assert_clean_failure(code, err, out, str(plugin), "defines no function 'score'")
 
 
-def test_front_without_any_search(out, capsys) -> None:
-    code = main(["front", "--output-dir", str(out)])
-    assert code == 2 and "no search found" in capsys.readouterr().err
+@pytest.mark.parametrize("command", ["front", "trials"])
+def test_results_without_any_search(out, capsys, command) -> None:
+    code = main([command, "--output-dir", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and "no search store here" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()  # reading creates no empty store
 
 
 def test_outcome_constraint_on_an_unknown_metric(tmp_path, out, capsys) -> None:

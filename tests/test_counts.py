@@ -17,7 +17,7 @@ from autopeft.config import DataConfig, SearchConfig
 from autopeft.measure import count_parameters
 from autopeft.search import prepare
 from autopeft.tasks import demo_model_path
-from autopeft.training import Fidelity
+from autopeft.config import Fidelity
 from autopeft.trial import build_model
 
 from conftest import TOKENIZER_FILES

@@ -9,7 +9,7 @@ import pytest
 
 import autopeft
 from autopeft.errors import ObjectiveError
-from autopeft.objectives import BUILTIN, TrialOutput, resolve_objectives
+from autopeft.objectives import OBJECTIVES, TrialOutput, resolve_objectives
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -69,7 +69,7 @@ def test_unknown_and_duplicate_objectives() -> None:
         resolve_objectives(["accuracy", "accuracy"])
     with pytest.raises(ObjectiveError, match="objective file not found"):
         resolve_objectives(["missing.py:f"])
-    assert set(BUILTIN) >= {"accuracy", "trainable_percent", "peak_memory_mb", "train_seconds"}
+    assert set(OBJECTIVES.names()) >= {"accuracy", "trainable_percent", "peak_memory_mb", "train_seconds"}
 
 
 def test_declared_reference_reaches_the_optimizer_unless_the_config_gives_one(tiny_model_dir, sentiment_csv) -> None:

@@ -17,7 +17,8 @@ from autopeft.errors import SpaceError
 from autopeft.measure import count_parameters
 from autopeft.search import prepare
 from autopeft.space import load_space
-from autopeft.training import Fidelity, Hyperparameters, planned_steps, train
+from autopeft.config import Fidelity
+from autopeft.training import Hyperparameters, planned_steps, train
 from autopeft.trial import build_model, loader
 
 

@@ -3,6 +3,9 @@ and the Python API with a custom objective that fails once (the search must go o
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -37,7 +40,7 @@ def test_cli_search_on_the_demo(tmp_path) -> None:
                       "fidelity: {max_train_examples: 96, max_eval_examples: 96, max_length: 48}\n")
     cmd = [sys.executable, "-m", "autopeft.cli", "search", "--config", str(config), "--trials", "4",
            "--output-dir", str(out), "--objective", "accuracy", "--objective", "trainable_percent",
-           "--objective", f"{ROOT}/objectives/macro_f1.py:macro_f1"]
+           "--objective", "macro_f1"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Pareto front" in proc.stdout and "trial-000" in proc.stdout
@@ -75,6 +78,25 @@ def test_cli_search_on_the_demo(tmp_path) -> None:
     assert f"front of {len(on_front)}" in front.stdout
     for name in table["trial"]:
         assert name in front.stdout
+
+    # For scripts: the same runs as JSON and CSV, with MLflow's own metric and param names.
+    def results(*args: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "autopeft.cli", *args, "--output-dir", str(out)],
+                              capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    front_rows = json.loads(results("front", "--format", "json"))
+    assert {r["run_id"] for r in front_rows} == {c.info.run_id for c in on_front}
+    assert all(r["pareto"] is True and r["status"] == "completed" for r in front_rows)
+    trial_rows = list(csv.DictReader(io.StringIO(results("trials", "--format", "csv"))))
+    assert sorted(int(r["trial"]) for r in trial_rows) == [0, 1, 2, 3]
+    by_id = {r["run_id"]: r for r in trial_rows}
+    for child in children:
+        row = by_id[child.info.run_id]
+        assert set(child.data.metrics) | set(child.data.params) <= set(row)
+        for name, value in child.data.metrics.items():
+            assert float(row[name]) == pytest.approx(value)
 
 
 def test_python_api_with_a_custom_objective_that_fails_once(tiny_model_dir, sentiment_csv, tmp_path) -> None:

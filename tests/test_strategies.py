@@ -21,7 +21,8 @@ from autopeft.search import prepare
 from autopeft.space import load_space
 from autopeft.strategies.layers import AdapterLayers
 from autopeft.strategies.light_peft import PruningPlan, apply_plan
-from autopeft.training import Fidelity, Hyperparameters, TrainingLoop, train
+from autopeft.config import Fidelity
+from autopeft.training import Hyperparameters, TrainingLoop, train
 from autopeft.trial import build_model, loader, run_trial
 
 FIDELITY = Fidelity(max_train_examples=96, epochs=1, max_length=24, batch_size=8)

@@ -15,16 +15,17 @@ from typing import Any
 import torch
 from peft import PeftConfig, PeftModel, get_peft_model
 
-from autopeft.adapters.values import TRAINING_RULES, ValueRule, check_values
+from autopeft.space.values import ValueRule, check_values
 from autopeft.errors import SpaceError
+from autopeft.plugins import Registry, subclass_of
 from autopeft.models import ModelLayout
 from autopeft.space import SpaceSpec
-from autopeft.training import TrainingHooks
+from autopeft.training import TRAINING_RULES, TrainingHooks
 
 #: PEFT task types whose (new) head is trained with the adapter
 HEAD_TASK_TYPES = frozenset({"SEQ_CLS", "TOKEN_CLS", "QUESTION_ANS"})
 #: parameters the training loop reads, whatever the adapter
-TRAINING_PARAMETERS = {"learning_rate", "weight_decay", "warmup_ratio", "batch_size"}
+TRAINING_PARAMETERS = frozenset(TRAINING_RULES)
 
 
 @dataclass
@@ -95,24 +96,22 @@ class AdapterBuilder(ABC):
         """Raise SpaceError when the space asks for something this model lacks."""
 
 
-_ADAPTERS: dict[str, AdapterBuilder] = {}
+#: every adapter builder by name: autopeft's and those of installed packages (group
+#: ``autopeft.adapters``, naming an :class:`AdapterBuilder` subclass)
+ADAPTERS: Registry[type[AdapterBuilder]] = Registry("adapters", check=subclass_of(AdapterBuilder),
+                                                   error=SpaceError, key="adapter")
+_BUILDERS: dict[type[AdapterBuilder], AdapterBuilder] = {}  # builders are stateless: one each
 
 
 def register_adapter(name: str) -> Callable[[type[AdapterBuilder]], type[AdapterBuilder]]:
     """Class decorator: make an adapter builder usable as ``adapter: NAME`` in a space file."""
-
-    def decorate(cls: type[AdapterBuilder]) -> type[AdapterBuilder]:
-        _ADAPTERS[name] = cls()
-        return cls
-
-    return decorate
+    return ADAPTERS.decorator(name)
 
 
-def adapter_builder(name: str) -> AdapterBuilder:
+def adapter_builder(name: str, **where: Any) -> AdapterBuilder:
     """The builder registered as ``name``."""
-    if name not in _ADAPTERS:
-        raise SpaceError(f"unknown adapter '{name}'; choose one of {sorted(_ADAPTERS)}", key="adapter")
-    return _ADAPTERS[name]
+    cls = ADAPTERS.get(name, **where)
+    return _BUILDERS.setdefault(cls, cls())
 
 
 def get_adapter(spec: SpaceSpec) -> AdapterBuilder:
@@ -122,10 +121,7 @@ def get_adapter(spec: SpaceSpec) -> AdapterBuilder:
     # the reverse import waits until a space is checked.
     from autopeft.strategies import check_strategy_space, strategy_parameters
 
-    builder = _ADAPTERS.get(spec.adapter)
-    if builder is None:
-        raise SpaceError(f"unknown adapter '{spec.adapter}'; choose one of {sorted(_ADAPTERS)}",
-                         source=spec.source, key="adapter")
+    builder = adapter_builder(spec.adapter, source=spec.source)
     allowed = builder.parameters | TRAINING_PARAMETERS | strategy_parameters()
     for name in spec.parameters:
         if name not in allowed:

@@ -8,7 +8,7 @@ from peft import LoraConfig
 
 from autopeft.adapters.base import AdapterBuilder, BuildContext, register_adapter
 from autopeft.adapters.placement import Placement, check_roles
-from autopeft.adapters.values import FRACTION, POSITIVE, POSITIVE_INT
+from autopeft.space.values import FRACTION, POSITIVE, POSITIVE_INT
 from autopeft.models import ModelLayout
 from autopeft.space import SpaceSpec
 

@@ -20,7 +20,7 @@ from safetensors.torch import save_file
 
 from autopeft.adapters.base import AdapterBuilder, BuildContext, register_adapter
 from autopeft.adapters.lora import LORA_RULES, lora_config, lora_parameter_count
-from autopeft.adapters.values import POSITIVE_INT
+from autopeft.space.values import POSITIVE_INT
 from autopeft.adapters.placement import Placement, check_roles
 from autopeft.errors import SpaceError
 from autopeft.models import ModelLayout

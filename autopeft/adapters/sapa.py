@@ -54,7 +54,7 @@ from autopeft.adapters.base import HEAD_TASK_TYPES, AdapterBuilder, BuildContext
 from autopeft.adapters.bottleneck import (BottleneckConfig, FFNAdapters, insert_bottlenecks,
                                           load_bottlenecks, save_bottlenecks)
 from autopeft.adapters.prefix import ATTRIBUTE as PREFIX, LayerPrefix, insert_prefixes, prefix_parameters
-from autopeft.adapters.values import LOG2_SIZE, POSITIVE
+from autopeft.space.values import LOG2_SIZE, POSITIVE
 from autopeft.errors import SpaceError
 from autopeft.models import ModelLayout, model_layout
 from autopeft.models import head_modules as model_head_modules

@@ -1,13 +1,25 @@
 """Optimizers: multi-objective BO (BoTorch) and Optuna baselines behind one ask/tell face,
-and the same MOBO as an Optuna sampler."""
+and the same MOBO as an Optuna sampler.
 
-from autopeft.optimizers.base import Optimizer, make_optimizer, optimizer_names, register_optimizer
+The implementations load on first use (the registry imports them on its first lookup):
+checking a search's input needs the interface, not BoTorch.
+"""
 
-# Importing the implementations registers them.
-from autopeft.optimizers import mobo as _mobo  # noqa: F401,E402
-from autopeft.optimizers import optuna_samplers as _optuna_samplers  # noqa: F401,E402
-from autopeft.optimizers.mobo import MOBO  # noqa: E402
-from autopeft.optimizers.sampler import MOBOSampler  # noqa: E402
+from __future__ import annotations
 
-__all__ = ["MOBO", "MOBOSampler", "Optimizer", "make_optimizer", "optimizer_names",
+from typing import Any
+
+from autopeft.optimizers.base import OPTIMIZERS, Optimizer, make_optimizer, optimizer_names, register_optimizer
+
+__all__ = ["MOBO", "MOBOSampler", "OPTIMIZERS", "Optimizer", "make_optimizer", "optimizer_names",
            "register_optimizer"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "MOBO":
+        from autopeft.optimizers.mobo import MOBO
+        return MOBO
+    if name == "MOBOSampler":
+        from autopeft.optimizers.sampler import MOBOSampler
+        return MOBOSampler
+    raise AttributeError(f"module 'autopeft.optimizers' has no attribute {name!r}")

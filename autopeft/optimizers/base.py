@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from autopeft.errors import ConfigError, SpaceExhausted
+from autopeft.plugins import Registry, subclass_of
 from autopeft.space import Config, SearchSpace
 
 
@@ -71,29 +72,24 @@ def initial_designs(space: SearchSpace, seed: int, n: int) -> list[Config]:
     return designs
 
 
-OptimizerFactory = Callable[..., Optimizer]
-_REGISTRY: dict[str, type[Optimizer]] = {}
+#: every optimizer by name: autopeft's and those of installed packages (group ``autopeft.optimizers``)
+OPTIMIZERS: Registry[type[Optimizer]] = Registry(
+    "optimizers", check=subclass_of(Optimizer), error=ConfigError, key="optimizer",
+    lazy={"mobo": "autopeft.optimizers.mobo", **dict.fromkeys(("random", "tpe", "nsga2"),
+                                                              "autopeft.optimizers.optuna_samplers")})
 
 
 def register_optimizer(name: str) -> Callable[[type[Optimizer]], type[Optimizer]]:
     """Class decorator: make an optimizer selectable by ``name`` (``--optimizer NAME``)."""
-
-    def decorate(cls: type[Optimizer]) -> type[Optimizer]:
-        _REGISTRY[name] = cls
-        return cls
-
-    return decorate
+    return OPTIMIZERS.decorator(name)
 
 
 def optimizer_names() -> list[str]:
-    return sorted(_REGISTRY)
+    return OPTIMIZERS.names()
 
 
 def make_optimizer(name: str, space: SearchSpace, directions: Sequence[str], *, seed: int = 0,
                    reference_point: Sequence[float | None] | None = None,
                    **options: Any) -> Optimizer:
     """The registered optimizer ``name``; unknown names are a :class:`ConfigError`."""
-    if name not in _REGISTRY:
-        raise ConfigError(f"unknown optimizer '{name}'; choose one of {optimizer_names()}",
-                          key="optimizer")
-    return _REGISTRY[name](space, directions, seed=seed, reference_point=reference_point, **options)
+    return OPTIMIZERS.get(name)(space, directions, seed=seed, reference_point=reference_point, **options)

@@ -124,47 +124,52 @@ class Choice(Dimension):
 
 
 @dataclass(frozen=True)
-class Int(Dimension):
+class _Range(Dimension):
+    """A number in [low, high] (fields of the subclasses), encoded linearly on its scale."""
+
+    width = 1
+
+    def _scale(self, v: float) -> float:
+        return math.log(v) if self.log else v
+
+    def encode(self, value: Value) -> list[float]:
+        lo, hi = self._scale(self.low), self._scale(self.high)
+        return [(self._scale(float(value)) - lo) / (hi - lo) if hi > lo else 0.0]
+
+    def _in_range(self, value: Any, kinds: type | tuple[type, ...], what: str) -> None:
+        if isinstance(value, bool) or not isinstance(value, kinds) or not self.low <= value <= self.high:
+            raise ValueError(f"got {value!r}, expected {what} in [{self.low}, {self.high}]")
+
+
+@dataclass(frozen=True)
+class Int(_Range):
     """An integer in [low, high]; ``log`` spaces it on a log2 scale."""
 
     low: int = 0
     high: int = 1
     log: bool = False
-    width = 1
-
-    def _scale(self, v: float) -> float:
-        return math.log2(v) if self.log else v
 
     def sample(self, rng: np.random.Generator) -> int:
         if not self.log:
             return int(rng.integers(self.low, self.high + 1))
         return int(round(2 ** rng.uniform(math.log2(self.low), math.log2(self.high))))
 
-    def encode(self, value: Value) -> list[float]:
-        span = self._scale(self.high) - self._scale(self.low)
-        return [(self._scale(float(value)) - self._scale(self.low)) / span if span else 0.0]
-
     def neighbours(self, value: Value, rng: np.random.Generator) -> list[Value]:
         steps = (int(value) // 2, int(value) * 2) if self.log else (int(value) - 1, int(value) + 1)
         return [v for v in steps if self.low <= v <= self.high and v != value]
 
     def check(self, value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or not self.low <= value <= self.high:
-            raise ValueError(f"got {value!r}, expected an integer in [{self.low}, {self.high}]")
+        self._in_range(value, int, "an integer")
         return value
 
 
 @dataclass(frozen=True)
-class Float(Dimension):
+class Float(_Range):
     """A real number in [low, high]; ``log`` spaces it on a log scale."""
 
     low: float = 0.0
     high: float = 1.0
     log: bool = False
-    width = 1
-
-    def _scale(self, v: float) -> float:
-        return math.log(v) if self.log else v
 
     def _unscale(self, u: float) -> float:
         lo, hi = self._scale(self.low), self._scale(self.high)
@@ -174,16 +179,10 @@ class Float(Dimension):
     def sample(self, rng: np.random.Generator) -> float:
         return self._unscale(float(rng.uniform()))
 
-    def encode(self, value: Value) -> list[float]:
-        lo, hi = self._scale(self.low), self._scale(self.high)
-        return [(self._scale(float(value)) - lo) / (hi - lo)]
-
     def neighbours(self, value: Value, rng: np.random.Generator) -> list[Value]:
         u = self.encode(value)[0]
         return [self._unscale(float(np.clip(u + rng.normal(0.0, 0.1), 0.0, 1.0))) for _ in range(2)]
 
     def check(self, value: Any) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                or not self.low <= value <= self.high:
-            raise ValueError(f"got {value!r}, expected a number in [{self.low}, {self.high}]")
+        self._in_range(value, (int, float), "a number")
         return float(value)

@@ -1,7 +1,8 @@
-"""Reading search-space YAML files (and the presets in ``search_spaces/``)."""
+"""Reading search-space YAML files (and the presets shipped in ``search_spaces/``)."""
 
 from __future__ import annotations
 
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,8 @@ from autopeft.space.dimensions import Bool, Choice, Dimension, Float, Int
 from autopeft.space.parameters import Parameter, PerLayer, Scalar, Subset
 from autopeft.space.space import SpaceSpec
 
-PRESET_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
+#: the presets: ``search_spaces/`` in the source tree, installed as the package ``autopeft.search_spaces``
+PRESET_DIR = Path(str(files("autopeft.search_spaces")))
 
 _TOP_KEYS = {"name", "description", "adapter", "parameters", "constraints"}
 _PARAM_KEYS = {
@@ -28,6 +30,15 @@ _PARAM_KEYS = {
 def presets() -> list[str]:
     """Names of the search spaces shipped in ``search_spaces/``."""
     return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def describe_presets() -> str:
+    """One line per preset: its name, adapter and description."""
+    lines = []
+    for name in presets():
+        data = load_yaml(PRESET_DIR / f"{name}.yaml")
+        lines.append(f"{name:<16} {data.get('adapter', '?'):<6} {data.get('description', '')}")
+    return "\n".join(lines)
 
 
 def resolve_space_path(name_or_path: str) -> Path:

@@ -24,6 +24,7 @@ import torch
 from datasets import Dataset
 
 from autopeft.errors import SpaceError
+from autopeft.plugins import Registry, subclass_of
 from autopeft.models import ModelLayout
 from autopeft.space import Choice, Scalar, SpaceSpec
 from autopeft.training import TrainingHooks
@@ -155,37 +156,33 @@ class NoStrategy(TrainingStrategy):
     keeps_parameter_count = True
 
 
-_STRATEGIES: dict[str, type[TrainingStrategy]] = {NO_STRATEGY: NoStrategy}
+#: every strategy by name: autopeft's and those of installed packages (group ``autopeft.strategies``)
+STRATEGIES: Registry[type[TrainingStrategy]] = Registry(
+    "strategies", check=subclass_of(TrainingStrategy), error=SpaceError, key=STRATEGY_PARAMETER)
+STRATEGIES.register(NO_STRATEGY, NoStrategy)
 
 
 def register_strategy(name: str) -> Callable[[type[TrainingStrategy]], type[TrainingStrategy]]:
     """Class decorator: make a strategy usable as ``strategy: NAME`` in a search space."""
 
     def decorate(cls: type[TrainingStrategy]) -> type[TrainingStrategy]:
-        if name in _STRATEGIES:
-            raise ValueError(f"strategy '{name}' is registered twice ({_STRATEGIES[name].__module__} "
-                             f"and {cls.__module__})")
         cls.name = name
-        _STRATEGIES[name] = cls
-        return cls
+        return STRATEGIES.register(name, cls)
 
     return decorate
 
 
 def strategy_names() -> list[str]:
-    return sorted(_STRATEGIES)
+    return STRATEGIES.names()
 
 
 def strategy_class(name: str) -> type[TrainingStrategy]:
-    if name not in _STRATEGIES:
-        raise SpaceError(f"unknown strategy '{name}'; choose one of {strategy_names()}",
-                         key=STRATEGY_PARAMETER)
-    return _STRATEGIES[name]
+    return STRATEGIES.get(name)
 
 
 def strategy_parameters() -> frozenset[str]:
     """Every parameter name a search space may use for strategies."""
-    return frozenset({STRATEGY_PARAMETER}).union(*(cls.knobs() for cls in _STRATEGIES.values()))
+    return frozenset({STRATEGY_PARAMETER}).union(*(cls.knobs() for _, cls in STRATEGIES.items()))
 
 
 def make_strategy(values: dict[str, Any], ctx: StrategyContext) -> TrainingStrategy:
@@ -199,7 +196,7 @@ def check_strategy_space(spec: SpaceSpec) -> None:
     an adapter or method it does not support, a knob active for another strategy, or a knob
     value its strategy rejects."""
     param = spec.parameters.get(STRATEGY_PARAMETER)
-    knob_owner = {knob: cls for cls in _STRATEGIES.values() for knob in cls.knobs()}
+    knob_owner = {knob: cls for _, cls in STRATEGIES.items() for knob in cls.knobs()}
     used = [n for n in spec.parameters if n in knob_owner]
     if param is None:
         if used:
@@ -213,12 +210,12 @@ def check_strategy_space(spec: SpaceSpec) -> None:
     if not isinstance(param, Scalar) or not isinstance(param.dimension, Choice):
         raise fail("'strategy' must be a choice parameter")
     names = list(param.dimension.values)
-    unknown = [n for n in names if n not in _STRATEGIES]
+    unknown = [n for n in names if n not in STRATEGIES]
     if unknown:
         raise fail(f"unknown strategy {unknown}; choose from {strategy_names()}")
     methods = _method_values(spec)
     for name in names:
-        cls = _STRATEGIES[name]
+        cls = STRATEGIES.get(name)
         for method in methods:
             if method is not None and not param.active_for("method", method):
                 continue

@@ -17,6 +17,7 @@ import torch
 from datasets import Dataset
 
 from autopeft.errors import ConfigError
+from autopeft.plugins import Registry, subclass_of
 
 
 @dataclass
@@ -71,7 +72,8 @@ class Task(ABC):
         return [self.primary_metric]
 
 
-_TASKS: dict[str, Callable[[], Task]] = {}
+#: every task type by name: autopeft's and those of installed packages (group ``autopeft.tasks``)
+TASKS: Registry[type[Task]] = Registry("tasks", check=subclass_of(Task), error=ConfigError, key="task")
 
 
 def register_task(name: str) -> Callable[[type[Task]], type[Task]]:
@@ -79,13 +81,10 @@ def register_task(name: str) -> Callable[[type[Task]], type[Task]]:
 
     def decorate(cls: type[Task]) -> type[Task]:
         cls.name = name
-        _TASKS[name] = cls
-        return cls
+        return TASKS.register(name, cls)
 
     return decorate
 
 
 def make_task(name: str) -> Task:
-    if name not in _TASKS:
-        raise ConfigError(f"unknown task type '{name}'; choose one of {sorted(_TASKS)}", key="task")
-    return _TASKS[name]()
+    return TASKS.get(name)()

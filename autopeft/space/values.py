@@ -10,7 +10,7 @@ from numbers import Integral, Real
 from typing import Any
 
 from autopeft.errors import SpaceError
-from autopeft.space import SpaceSpec
+from autopeft.space.space import SpaceSpec
 
 
 @dataclass(frozen=True)
@@ -32,10 +32,6 @@ NON_NEGATIVE = ValueRule(lambda v: _number(v) and v >= 0, "a number >= 0")
 FRACTION = ValueRule(lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)")
 LOG2_SIZE = ValueRule(lambda v: isinstance(v, Integral) and not isinstance(v, bool) and 0 <= v <= 10,
                       "an integer in 0..10 (10 switches the module off)")
-
-#: rules of the training parameters every space may set
-TRAINING_RULES = {"learning_rate": POSITIVE, "weight_decay": NON_NEGATIVE, "warmup_ratio": FRACTION,
-                  "batch_size": POSITIVE_INT}
 
 
 def check_values(spec: SpaceSpec, rules: dict[str, ValueRule]) -> None:

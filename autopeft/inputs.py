@@ -1,0 +1,79 @@
+"""The checks a search's input gets before torch, Ray, MLflow or BoTorch is imported.
+
+``autopeft search`` runs them first, so that a typo in a flag, a space file or a path comes
+back at once; :func:`autopeft.search.prepare` runs them again (they are cheap) before it
+loads the model and data, so that the Python API checks in the same order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from autopeft.config import SearchConfig
+from autopeft.costs import COSTS, TRIAL_FIGURES
+from autopeft.errors import ConfigError, DataError, ModelError, ObjectiveError
+from autopeft.objectives import Objective, resolve_objectives
+from autopeft.optimizers.base import OPTIMIZERS
+from autopeft.optimizers.outcomes import OutcomeConstraint, parse_constraints
+from autopeft.space import SpaceSpec, load_space
+
+#: the metrics outcome constraints may name besides objectives and ``dev_*`` metrics
+RESULT_METRICS = frozenset({*COSTS, *TRIAL_FIGURES})
+
+
+@dataclass(frozen=True)
+class CheckedInputs:
+    objectives: list[Objective]
+    constraints: list[OutcomeConstraint]
+    spec: SpaceSpec
+
+
+def check_inputs(config: SearchConfig) -> CheckedInputs:
+    """Everything about ``config`` that can be checked without loading a model or data:
+    settings, objectives, optimizer name, reference point, outcome constraints, the space
+    file, and that the named model folder and data files exist. Raises an :class:`~autopeft.AutopeftError`."""
+    config.check()
+    objectives = resolve_objectives(config.objectives)
+    if len(objectives) < 2:
+        raise ObjectiveError("a multi-objective search needs at least two objectives", key="objective")
+    unknown = set(config.reference_point) - {o.name for o in objectives}
+    if unknown:
+        raise ConfigError(f"reference point given for unknown objective(s) {sorted(unknown)}",
+                          key="reference_point")
+    if config.optimizer not in OPTIMIZERS:
+        raise ConfigError(f"unknown optimizer '{config.optimizer}'; choose one of {OPTIMIZERS.names()}",
+                          key="optimizer")
+    constraints = outcome_constraints(config, [o.name for o in objectives])
+    spec = load_space(config.space)
+    for key in ("train_file", "dev_file", "test_file"):
+        path = getattr(config.data, key)
+        if path is not None and not Path(path).exists():
+            raise DataError("data file not found", source=path, key=f"data.{key}")
+    if config.task != "demo" and not config.model:
+        raise ConfigError("--model is required unless --task demo", key="model")
+    if config.model:
+        check_model_reference(config.model)
+    return CheckedInputs(objectives, constraints, spec)
+
+
+def outcome_constraints(config: SearchConfig, objective_names: list[str]) -> list[OutcomeConstraint]:
+    """The optimizer's outcome constraints, each on an objective or on a metric every trial
+    reports; the search's front holds only trials that meet them."""
+    constraints = parse_constraints(config.optimizer_options.get("outcome_constraints"), len(objective_names))
+    known = set(objective_names) | RESULT_METRICS
+    for c in constraints:
+        if isinstance(c.target, str) and c.target not in known and not c.target.startswith("dev_"):
+            raise ConfigError(f"constraint on unknown metric '{c.target}'; use an objective, a dev_ "
+                              f"metric or one of {sorted(RESULT_METRICS)}",
+                              key="optimizer_options.outcome_constraints")
+    return constraints
+
+
+def check_model_reference(model: str) -> None:
+    """Fail early, with a clear message, for a local path that does not exist (a hub id is
+    left to the loader)."""
+    looks_local = model.startswith((".", "/", "~")) or Path(model).exists() or model.count("/") > 1
+    if looks_local and not (Path(model).expanduser() / "config.json").is_file():
+        where = "does not exist" if not Path(model).expanduser().exists() else "has no config.json"
+        raise ModelError(f"model folder {where}", source=model, key="model")
