@@ -133,17 +133,23 @@ def _values(dim: Dimension) -> list[Any]:
 
 
 def _count_group(dims: list[Dimension]) -> tuple[int, bool]:
-    """(count, exact): exact by enumeration when small enough, else the product bound."""
-    if all(d.condition is None for d in dims):
-        return math.prod(len(_values(d)) for d in dims), True
-    options = [_values(d) + ([_INACTIVE] if d.condition else []) for d in dims]
+    """(count, exact). The dimensions that conditions name (a strategy, a layer's keep bit)
+    are enumerated; for each consistent assignment of them every other dimension multiplies
+    the count by its number of values where active, by one where not. Exact unless the named
+    dimensions alone have too many assignments (then the product bound)."""
+    named = {name for d in dims if d.condition for name, _ in d.condition.clauses}
+    controllers = [d for d in dims if d.name in named]
+    leaves = [d for d in dims if d.name not in named]
+    options = [_values(d) + ([_INACTIVE] if d.condition else []) for d in controllers]
     if math.prod(len(o) for o in options) > _ENUMERATION_LIMIT:
-        return math.prod(len(o) for o in options), False
+        return math.prod(len(o) for o in options) * math.prod(len(_values(d)) + 1 for d in leaves), False
     count = 0
     for combo in itertools.product(*options):
-        config = {d.name: v for d, v in zip(dims, combo, strict=True) if v is not _INACTIVE}
-        count += all((d.condition is None or d.condition.holds(config)) == (v is not _INACTIVE)
-                     for d, v in zip(dims, combo, strict=True))
+        config = {d.name: v for d, v in zip(controllers, combo, strict=True) if v is not _INACTIVE}
+        if all((d.condition is None or d.condition.holds(config)) == (v is not _INACTIVE)
+               for d, v in zip(controllers, combo, strict=True)):
+            count += math.prod(len(_values(d)) if d.condition is None or d.condition.holds(config) else 1
+                               for d in leaves)
     return max(count, 1), True
 
 
@@ -159,10 +165,12 @@ def _count_range(space: SearchSpace, counter: Any, base: int, samples: int, seed
         else:
             unknown += 1
     if not counts:
-        return "decided while training (every sampled configuration has a strategy that prunes or grows)"
+        return ("not known before training for any sampled configuration (a strategy that prunes or "
+                "grows, or a method counted only once built)")
     low, high = min(counts), max(counts)
     text = (f"{low:,} to {high:,} ({100 * low / base:.3g}% to {100 * high / base:.3g}% of the base model), "
             f"head included, over {samples} sampled configurations")
     if unknown:
-        text += f"; {unknown} of them have a strategy that decides the count while training"
+        text += (f"; {unknown} of them are not counted (a strategy that prunes or grows decides it while "
+                 f"training, or the method is counted only once built)")
     return text

@@ -15,7 +15,10 @@ tokens (64 for ``bbc``: headlines and first lines), one epoch in batches of 8; t
 ``real_task_space.yaml`` (the ``lora`` preset with learning rates for trials of a few dozen
 steps). The hypervolumes of a task share one reference point (the worst dev accuracy and
 largest trainable share seen over all its searches). The test split scores the front
-member with the best dev accuracy (ties: the smaller one): selection is on dev only.
+member with the best dev accuracy (ties: the smaller one): selection is on dev only. The report
+writes ``OUT/table.txt`` (hypervolume after the initial designs, half-way and at the end, the
+gain after the initial designs, test accuracy of the best-on-dev member, and the mean and sd
+of the hypervolume after every trial) and ``OUT/hypervolume_<task>.png``.
 
 Each finished search appends its trials to ``OUT/trials.csv``, so an interrupted run resumes.
 """
@@ -109,6 +112,28 @@ def _best_on_dev(rows: list[dict]) -> dict:
     return max(front, key=lambda r: (float(r["accuracy"]), -float(r["trainable_percent"])))
 
 
+def plot_curves(task: str, curves: dict[str, np.ndarray], initial: int, path: Path) -> None:
+    """Mean dev hypervolume per trial with a band of one standard deviation over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    for name, hv in sorted(curves.items()):
+        x = np.arange(1, hv.shape[1] + 1)
+        mean, sd = hv.mean(0), (hv.std(0, ddof=1) if len(hv) > 1 else np.zeros(hv.shape[1]))
+        ax.plot(x, mean, label=f"{name} ({len(hv)} seeds)")
+        ax.fill_between(x, mean - sd, mean + sd, alpha=0.15)
+    ax.axvline(initial + 0.5, color="grey", ls=":", lw=1)
+    ax.text(initial + 0.6, ax.get_ylim()[0], " shared initial designs | model-guided", fontsize=7, va="bottom")
+    ax.set(xlabel="trial", ylabel="dev hypervolume (accuracy x trainable %)", title=task)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def report(args: argparse.Namespace, path: Path) -> str:
     runs: dict[tuple[str, str, int], list[dict]] = defaultdict(list)
     with path.open() as fh:
@@ -138,6 +163,15 @@ def report(args: argparse.Namespace, path: Path) -> str:
 
             lines.append(f"| {name} | {len(seeds)} | {ms(hv[:, args.initial - 1])} | "
                          f"{ms(hv[:, (args.initial + n) // 2 - 1])} | {ms(hv[:, -1])} | {ms(gain)} | {ms(test)} |")
+        lines += ["", f"dev hypervolume per trial, mean (sd) over seeds:", "",
+                  "| optimizer | " + " | ".join(str(i + 1) for i in range(n)) + " |",
+                  "|---|" + "---|" * n]
+        for name in sorted({k[1] for k in keys}, key=lambda o: (o != "mobo", o)):
+            hv = np.stack([curves[task, name, s][:n] for s in sorted(k[2] for k in keys if k[1] == name)])
+            sd = hv.std(axis=0, ddof=1) if len(hv) > 1 else np.zeros(n)
+            lines.append(f"| {name} | " + " | ".join(f"{m:.4f} ({d:.4f})" for m, d in zip(hv.mean(0), sd)) + " |")
+        plot_curves(task, {name: np.stack([curves[k][:n] for k in keys if k[1] == name])
+                           for name in {k[1] for k in keys}}, args.initial, path.parent / f"hypervolume_{task}.png")
         lines.append("")
     text = "\n".join(lines)
     (path.parent / "table.txt").write_text(text + "\n")
@@ -147,8 +181,8 @@ def report(args: argparse.Namespace, path: Path) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", nargs="+", default=["demo", "bbc"], choices=["demo", "bbc"])
-    parser.add_argument("--trials", type=int, default=18)
-    parser.add_argument("--initial", type=int, default=6)
+    parser.add_argument("--trials", type=int, default=12)
+    parser.add_argument("--initial", type=int, default=4)
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--optimizers", nargs="+", default=["mobo", "tpe", "random"])
     parser.add_argument("--max-train-examples", type=int, default=600)
