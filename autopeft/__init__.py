@@ -15,17 +15,17 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ loads t
     from autopeft.errors import AutopeftError  # noqa: F401
     from autopeft.loading import load_adapter  # noqa: F401
     from autopeft.objectives import Objective, TrialOutput, objective  # noqa: F401
-    from autopeft.search import SearchResult, search  # noqa: F401
+    from autopeft.driver import SearchResult, search  # noqa: F401
 
 _EXPORTS = {
     "AutopeftError": "autopeft.errors",
     "Objective": "autopeft.objectives",
     "SearchConfig": "autopeft.config",
-    "SearchResult": "autopeft.search",
+    "SearchResult": "autopeft.driver",
     "TrialOutput": "autopeft.objectives",
     "load_adapter": "autopeft.loading",
     "objective": "autopeft.objectives",
-    "search": "autopeft.search",
+    "search": "autopeft.driver",
 }
 __all__ = sorted(_EXPORTS)
 __version__ = "0.1.0"

@@ -94,7 +94,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in vars(args).items() if k not in {"command", "config", "quiet"}}
     config = load_config(args.config, overrides)
     check_inputs(config)  # before the heavy imports below: bad input answers at once
-    from autopeft.search import run_search
+    from autopeft.driver import run_search
 
     result = run_search(config, progress=not args.quiet)
     failed = [t for t in result.trials if t.status != "completed"]

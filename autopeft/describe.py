@@ -24,7 +24,7 @@ def describe_space(name_or_path: str, *, model: str | None = None, num_labels: i
     from autopeft.adapters import get_adapter
     from autopeft.inputs import check_model_reference
     from autopeft.models import model_layout
-    from autopeft.search import bind_space, parameter_counter
+    from autopeft.driver import bind_space, parameter_counter
     from autopeft.space import load_space
     from autopeft.tasks import TaskData, demo_model_path, make_task
     from autopeft.trial import quiet_libraries

@@ -22,7 +22,7 @@ from autopeft.adapters import get_adapter
 from autopeft.adapters.peft_family import METHODS
 from autopeft.config import SearchConfig
 from autopeft.measure import count_parameters
-from autopeft.search import prepare
+from autopeft.driver import prepare
 from autopeft.config import Fidelity
 from autopeft.training import Hyperparameters, planned_steps, train
 from autopeft.trial import build_model, loader

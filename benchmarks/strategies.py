@@ -54,7 +54,7 @@ def run_one(strategy: str, seed: int, learning_rate: float) -> dict:
     import torch
 
     from autopeft.config import SearchConfig
-    from autopeft.search import prepare
+    from autopeft.driver import prepare
     from autopeft.config import Fidelity
     from autopeft.trial import evaluate_adapter, run_trial
 

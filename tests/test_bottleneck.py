@@ -17,7 +17,7 @@ from autopeft.adapters.sapa import (OFF_K, head_modules, head_parameter_count, m
 from autopeft.config import DataConfig, SearchConfig
 from autopeft.errors import SpaceError
 from autopeft.models import model_layout
-from autopeft.search import prepare
+from autopeft.driver import prepare
 from autopeft.space import load_space
 from autopeft.config import Fidelity
 from autopeft.trial import evaluate_adapter, run_trial
@@ -321,7 +321,7 @@ def test_per_layer_prefix_on_every_layer_computes_what_pefts_prefix_tuning_does(
 def test_no_two_sapa_configurations_build_the_same_model() -> None:
     # Before: on a narrow model several log2 sizes gave the same width (k = 5..9 all give 1
     # on this 32-wide model), so the optimizer could pay for one model several times.
-    from autopeft.search import _Identity
+    from autopeft.driver import _Identity
 
     spec = load_space("autopeft_sapa")
     base = tiny_bert()

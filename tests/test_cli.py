@@ -101,3 +101,16 @@ def test_input_checks_import_no_heavy_library(tmp_path) -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert done.stdout.strip() == "2 []", done.stdout + done.stderr
     assert "unknown optimizer 'nope'" in done.stderr
+
+
+def test_public_names_stay_what_they_are_after_their_modules_load() -> None:
+    """``autopeft.search`` is the function even once the module that defines it is imported
+    (a submodule of the same name would replace the lazily loaded attribute)."""
+    import autopeft
+    import autopeft.driver  # noqa: F401
+    import autopeft.loading  # noqa: F401
+    import autopeft.objectives  # noqa: F401
+
+    assert callable(autopeft.search) and autopeft.search.__module__ == "autopeft.driver"
+    assert callable(autopeft.objective) and callable(autopeft.load_adapter)
+    assert set(autopeft.__all__) <= set(dir(autopeft))

@@ -15,7 +15,7 @@ from transformers import (DebertaV2Config, DebertaV2Model, DistilBertConfig, Dis
 from autopeft.adapters import get_adapter
 from autopeft.config import DataConfig, SearchConfig
 from autopeft.measure import count_parameters
-from autopeft.search import prepare
+from autopeft.driver import prepare
 from autopeft.tasks import demo_model_path
 from autopeft.config import Fidelity
 from autopeft.trial import build_model

@@ -84,7 +84,7 @@ def test_demo_data_is_fresh_vs_rotten_without_plot_rows() -> None:
 
 def test_data_without_task_is_the_users_and_says_what_was_dropped(tmp_path, tiny_model_dir) -> None:
     from autopeft.config import DataConfig, SearchConfig
-    from autopeft.search import describe_data, prepare
+    from autopeft.driver import describe_data, prepare
 
     path = tmp_path / "tickets.csv"
     rows = ["body,queue"] + [f"printer {i} is jammed,hardware" for i in range(30)] \

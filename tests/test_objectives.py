@@ -75,7 +75,7 @@ def test_unknown_and_duplicate_objectives() -> None:
 def test_declared_reference_reaches_the_optimizer_unless_the_config_gives_one(tiny_model_dir, sentiment_csv) -> None:
     # Before: @objective(..., reference=...) was accepted and never read.
     from autopeft.config import DataConfig, SearchConfig
-    from autopeft.search import prepare
+    from autopeft.driver import prepare
 
     @autopeft.objective("maximize", reference=0.55)
     def accuracy_floor(trial: TrialOutput) -> float:

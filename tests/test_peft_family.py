@@ -15,7 +15,7 @@ from autopeft.adapters.peft_family import METHODS
 from autopeft.config import DataConfig, SearchConfig
 from autopeft.errors import SpaceError
 from autopeft.measure import count_parameters
-from autopeft.search import prepare
+from autopeft.driver import prepare
 from autopeft.space import load_space
 from autopeft.config import Fidelity
 from autopeft.training import Hyperparameters, planned_steps, train

@@ -90,7 +90,8 @@ def test_cli_search_on_the_demo(tmp_path) -> None:
     assert {r["run_id"] for r in front_rows} == {c.info.run_id for c in on_front}
     assert all(r["pareto"] is True and r["status"] == "completed" for r in front_rows)
     trial_rows = list(csv.DictReader(io.StringIO(results("trials", "--format", "csv"))))
-    assert sorted(int(r["trial"]) for r in trial_rows) == [0, 1, 2, 3]
+    assert sorted(int(r["trial"]) for r in trial_rows) == sorted(int(c.data.tags["autopeft.trial_number"])
+                                                                 for c in children)
     by_id = {r["run_id"]: r for r in trial_rows}
     for child in children:
         row = by_id[child.info.run_id]

@@ -17,7 +17,7 @@ from autopeft.config import DataConfig, SearchConfig
 from autopeft.errors import SpaceError
 from autopeft.loading import load_adapter
 from autopeft.measure import count_parameters
-from autopeft.search import prepare
+from autopeft.driver import prepare
 from autopeft.space import load_space
 from autopeft.strategies.layers import AdapterLayers
 from autopeft.strategies.light_peft import PruningPlan, apply_plan

@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from autopeft.config import SearchConfig
 from autopeft.loading import load_adapter
-from autopeft.search import prepare
+from autopeft.driver import prepare
 from autopeft.config import Fidelity
 from autopeft.trial import evaluate_adapter, run_trial
 

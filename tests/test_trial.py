@@ -12,7 +12,7 @@ import autopeft
 from autopeft.config import DataConfig, SearchConfig
 from autopeft.errors import TrialError
 from autopeft.measure import count_parameters
-from autopeft.search import prepare
+from autopeft.driver import prepare
 from autopeft.config import Fidelity
 from autopeft.training import Hyperparameters, train
 from autopeft.trial import build_model, evaluate_adapter, loader, run_trial

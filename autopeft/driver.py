@@ -1,4 +1,6 @@
-"""The search: validate everything, run the trials, then report and export the front."""
+"""The search driver: validate everything, run the trials, then report and export the front
+(``autopeft.search`` and ``autopeft search`` call it; a module name of its own, so that importing
+it never shadows the ``autopeft.search`` function)."""
 
 from __future__ import annotations
 
