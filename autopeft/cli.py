@@ -19,7 +19,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from autopeft.config import DEFAULT_DIR, DataConfig, Fidelity, SearchConfig, load_config
+from autopeft.config import DEFAULT_DIR, SECTIONS, SearchConfig, load_config
 from autopeft.errors import AutopeftError
 
 EXIT_OK, EXIT_NO_FEASIBLE, EXIT_BAD_INPUT, EXIT_CRASH, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -29,13 +29,12 @@ FORMATS = ("table", "json", "csv")
 def add_config_flags(parser: argparse.ArgumentParser, cls: type, prefix: str = "") -> None:
     """One flag per field of ``cls`` (nested config classes as their own groups), with the
     field's help; the destination is the field's dotted path in :class:`SearchConfig`."""
-    groups = {"data": (DataConfig, "data (your own; the task is then classification)"),
-              "fidelity": (Fidelity, "fidelity (how cheaply each trial trains)")}
+    titles = {"data": "data (your own; the task is then classification)",
+              "fidelity": "fidelity (how cheaply each trial trains)"}
     for f in dataclasses.fields(cls):
         meta = f.metadata
-        if f.name in groups and not prefix:
-            nested, title = groups[f.name]
-            add_config_flags(parser.add_argument_group(title), nested, f"{f.name}.")
+        if f.name in SECTIONS and not prefix:
+            add_config_flags(parser.add_argument_group(titles[f.name]), SECTIONS[f.name], f"{f.name}.")
             continue
         if meta.get("cli", True) is False:
             continue

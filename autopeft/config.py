@@ -102,6 +102,11 @@ class SearchConfig:
         return f"sqlite:///{(Path(self.output_dir) / 'mlflow.db').resolve()}"
 
 
+#: SearchConfig's nested sections: a config file's ``data:``/``fidelity:`` mappings, the CLI's
+#: flag groups and ``autopeft.search``'s plain keyword names all read this table
+SECTIONS: dict[str, type] = {"data": DataConfig, "fidelity": Fidelity}
+
+
 def _build(cls: type, data: Any, source: str, prefix: str = "") -> Any:
     if not isinstance(data, dict):
         raise ConfigError(f"expected a mapping, got {type(data).__name__}", source=source,
@@ -114,7 +119,7 @@ def _build(cls: type, data: Any, source: str, prefix: str = "") -> Any:
         if name not in fields:
             raise ConfigError(f"unknown key; allowed are {sorted(fields)}", source=source,
                               key=f"{prefix}{key}", line=line)
-        nested = {"data": DataConfig, "fidelity": Fidelity}.get(name) if not prefix else None
+        nested = SECTIONS.get(name) if not prefix else None
         kwargs[name] = _build(nested, value, source, f"{name}.") if nested else value
     try:
         return cls(**kwargs)

@@ -18,7 +18,7 @@ import pandas as pd
 from transformers import AutoTokenizer
 
 from autopeft.adapters import AdapterBuilder, get_adapter
-from autopeft.config import DataConfig, Fidelity, SearchConfig
+from autopeft.config import SECTIONS, SearchConfig
 from autopeft.costs import COSTS
 from autopeft.errors import ConfigError, ModelError
 from autopeft.inputs import RESULT_METRICS, check_inputs, check_model_reference, outcome_constraints
@@ -39,8 +39,7 @@ from autopeft.tracking import SearchTracker
 from autopeft.trial import SearchSetup, quiet_libraries, score_adapter
 
 #: keyword names of :func:`search` that live in a nested section of SearchConfig
-_NESTED = {**{f.name: f"data.{f.name}" for f in dataclasses.fields(DataConfig)},
-           **{f.name: f"fidelity.{f.name}" for f in dataclasses.fields(Fidelity)}}
+_NESTED = {f.name: f"{section}.{f.name}" for section, cls in SECTIONS.items() for f in dataclasses.fields(cls)}
 
 
 @dataclass

@@ -24,7 +24,7 @@ from autopeft.errors import AutopeftError, PluginError
 T = TypeVar("T")
 
 
-def caller_source(obj: Any) -> str:
+def _defined_at(obj: Any) -> str:
     """Where an object was defined, as a registry names it in a conflict."""
     return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', type(obj).__name__)}"
 
@@ -54,7 +54,7 @@ class Registry(Generic[T]):
     def register(self, name: str, item: T, source: str | None = None) -> T:
         """Add ``item`` under ``name``; the same object again is a no-op (a plugin module that
         registers itself by decorator and by entry point)."""
-        source = source or caller_source(item)
+        source = source or _defined_at(item)
         try:
             self._check(item)
         except TypeError as err:
@@ -92,10 +92,6 @@ class Registry(Generic[T]):
     def items(self) -> Iterator[tuple[str, T]]:
         """Every extension, entry points loaded."""
         return iter([(name, self.get(name)) for name in self.names()])
-
-    def source(self, name: str) -> str:
-        self.get(name)
-        return self._sources[name]
 
     def _entry_points(self) -> dict[str, list[EntryPoint]]:
         if self._points is None:
