@@ -141,7 +141,11 @@ def report(args: argparse.Namespace, path: Path) -> str:
             runs[row["task"], row["optimizer"], int(row["seed"])].append(row)
     lines = []
     for task in sorted({k[0] for k in runs}):
-        keys = [k for k in runs if k[0] == task]
+        # Only seeds that every optimizer finished: a seed one optimizer lacks would compare
+        # different initial designs.
+        optimizers = {k[1] for k in runs if k[0] == task}
+        common = set.intersection(*({k[2] for k in runs if k[:2] == (task, o)} for o in optimizers))
+        keys = [k for k in runs if k[0] == task and k[2] in common]
         every = np.concatenate([_values(runs[k]) for k in keys])
         every = every[~np.isnan(every).any(axis=1)]
         reference = np.array([every[:, 0].min(), every[:, 1].max()])
@@ -191,12 +195,21 @@ def main() -> None:
     parser.add_argument("--space", type=Path, default=Path(__file__).parent / "real_task_space.yaml")
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--ray-address", default=None, help="an existing Ray cluster ('auto': the local one)")
+    parser.add_argument("--cpus", type=int, default=None,
+                        help="a local Ray of this many CPUs (two runs on one 2-core machine: 1 each)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/real_task"))
     parser.add_argument("--report", action="store_true", help="only print the table")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "trials.csv"
     if not args.report:
+        if args.cpus:
+            import ray
+
+            # A Ray started here is the one every search of this process uses (the runner
+            # only starts its own when none is running); its CPUs set each trial's threads.
+            ray.init(address="local", num_cpus=args.cpus, include_dashboard=False, log_to_driver=False,
+                     configure_logging=False, logging_level="ERROR")
         run(args, path)
     print(report(args, path))
 
