@@ -76,7 +76,7 @@ def run(args: argparse.Namespace, path: Path) -> None:
         with path.open() as fh:
             done = {(r["task"], r["optimizer"], int(r["seed"])) for r in csv.DictReader(fh)}
     for task in args.tasks:
-        for seed in range(args.seeds):
+        for seed in args.only_seeds or range(args.seeds):
             for name in args.optimizers:
                 if (task, name, seed) in done:
                     continue
@@ -188,6 +188,8 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=12)
     parser.add_argument("--initial", type=int, default=4)
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--only-seeds", type=int, nargs="+", default=None,
+                        help="run these seeds (two processes sharing the work)")
     parser.add_argument("--optimizers", nargs="+", default=["mobo", "tpe", "random"])
     parser.add_argument("--max-train-examples", type=int, default=600)
     parser.add_argument("--max-eval-examples", type=int, default=300)
