@@ -1,4 +1,5 @@
-"""The ``autopeft`` command: ``search``, ``front``, ``trials``, ``spaces``, ``space`` and ``ui``.
+"""The ``autopeft`` command: ``search``, ``front``, ``trials``, ``export``, ``spaces``, ``space``
+and ``ui``.
 
 Exit codes: 0 done; 1 a search finished without a feasible trial (every trial failed, or
 none met the outcome constraints); 2 bad input (a one-line message names the problem and
@@ -50,6 +51,14 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, prefix: str = "
                                 metavar=f.name.upper(), help=meta["help"] + shown)
 
 
+def add_store_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags that find a stored search."""
+    parser.add_argument("--run-id", help="the search's MLflow run id (default: the latest search)")
+    parser.add_argument("--tracking-uri")
+    parser.add_argument("--experiment", default="autopeft")
+    parser.add_argument("--output-dir", default=str(DEFAULT_DIR))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="autopeft", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -66,10 +75,19 @@ def build_parser() -> argparse.ArgumentParser:
         q = sub.add_parser(name, help=f"print {what} of a search stored in MLflow (the latest by default)")
         q.add_argument("--format", choices=FORMATS, default="table",
                        help="table for people; json or csv (the MLflow runs' metric and param names) for scripts")
-        q.add_argument("--run-id", help="the search's MLflow run id (default: the latest search)")
-        q.add_argument("--tracking-uri")
-        q.add_argument("--experiment", default="autopeft")
-        q.add_argument("--output-dir", default=str(DEFAULT_DIR))
+        add_store_flags(q)
+    e = sub.add_parser("export", help="write a search's adapters as folders that load with stock PEFT, "
+                                      "each with a model card")
+    which = e.add_mutually_exclusive_group(required=True)
+    which.add_argument("--pareto", action="store_true", help="every member of the front")
+    which.add_argument("--trial", nargs="+", metavar="NAME", help="these trials (trial-0003 or 3)")
+    e.add_argument("--out", required=True, help="folder to write one folder per trial into")
+    e.add_argument("--config-only", action="store_true",
+                   help="the PEFT configuration (adapter_config.json) and card without weights, to train elsewhere")
+    e.add_argument("--base-model", metavar="HUB_ID",
+                   help="the base model's hub id, where the search ran on a local folder autopeft "
+                        "cannot name (default: found from the search)")
+    add_store_flags(e)
 
     sub.add_parser("spaces", help="list the search-space presets")
     s = sub.add_parser("space", help="check a search space and describe it for a model, without training")
@@ -118,22 +136,30 @@ def _tracking_uri(args: argparse.Namespace) -> str:
     return SearchConfig(tracking_uri=args.tracking_uri, output_dir=args.output_dir).resolved_tracking_uri
 
 
-def cmd_results(args: argparse.Namespace) -> int:
-    """``front`` and ``trials``."""
+def _stored_search(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The MLflow client and the search that ``add_store_flags``' flags name."""
     from mlflow.tracking import MlflowClient
 
-    from autopeft.report import format_front
-    from autopeft.rows import format_rows
     from autopeft.tracking import load_search
 
     uri = _tracking_uri(args)
     if not args.tracking_uri and uri.startswith("sqlite:///") and not Path(uri[10:]).exists():
         raise AutopeftError("no search store here; run `autopeft search` or give --output-dir or "
                             "--tracking-uri", source=uri[10:])
-    stored = load_search(MlflowClient(tracking_uri=uri), args.experiment, args.run_id)
+    client = MlflowClient(tracking_uri=uri)
+    stored = load_search(client, args.experiment, args.run_id)
     if stored is None:
         raise AutopeftError(f"no search {args.run_id + ' ' if args.run_id else ''}found in experiment "
                             f"'{args.experiment}'", source=uri)
+    return client, stored
+
+
+def cmd_results(args: argparse.Namespace) -> int:
+    """``front`` and ``trials``."""
+    from autopeft.report import format_front
+    from autopeft.rows import format_rows
+
+    _, stored = _stored_search(args)
     records = stored.front() if args.command == "front" else stored.records
     if args.format != "table":
         print(format_rows(stored.rows(records), args.format), end="")
@@ -145,6 +171,20 @@ def cmd_results(args: argparse.Namespace) -> int:
         print(format_front(records, stored.objectives))
     else:
         print(format_rows(stored.rows(records), "table", [o.name for o in stored.objectives]), end="")
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from autopeft.export import base_model_of, export_trials, select_trials
+
+    client, stored = _stored_search(args)
+    records = select_trials(stored, args.trial, args.pareto)
+    base = base_model_of(stored.parent.data.params.get("model", ""), args.base_model)
+    for folder in export_trials(client, stored, records, Path(args.out), base, config_only=args.config_only):
+        print(folder)
+    if not base.portable:
+        print(f"autopeft: note: the adapters name the base model by its local folder {base.name}, which "
+              "other machines may not have; pass --base-model HUB_ID to name it", file=sys.stderr)
     return EXIT_OK
 
 
@@ -174,6 +214,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 
 HANDLERS: dict[str, Any] = {"search": cmd_search, "front": cmd_results, "trials": cmd_results,
+                            "export": cmd_export,
                             "spaces": cmd_spaces, "space": cmd_space, "ui": cmd_ui}
 
 
