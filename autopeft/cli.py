@@ -102,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--output-dir", default=str(DEFAULT_DIR))
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=5000)
+    ui.add_argument("--experiment", default="autopeft", help="the experiment whose pages are printed")
     return parser
 
 
@@ -209,8 +210,35 @@ def cmd_ui(args: argparse.Namespace) -> int:
     artifacts = Path(args.output_dir) / "artifacts"
     if not args.tracking_uri and artifacts.exists():
         command += ["--default-artifact-root", artifacts.resolve().as_uri()]
-    print(f"MLflow UI on http://{args.host}:{args.port} (Ctrl-C to stop)", file=sys.stderr)
+    url = f"http://{args.host}:{args.port}"
+    print(f"MLflow UI on {url} (Ctrl-C to stop)", file=sys.stderr)
+    for what, page in _ui_pages(args):
+        print(f"  {what}: {url}/{page}", file=sys.stderr)
     return subprocess.call(command, env=env)
+
+
+def _ui_pages(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """Links to the experiment's runs and the latest search's page (its description holds the
+    front). MLflow 3.17's UI opens in its GenAI mode (traces) whatever the experiment's kind
+    tag says, unless the address asks for the runs view."""
+    uri = _tracking_uri(args)
+    if uri.startswith("sqlite:///") and not Path(uri[10:]).exists():
+        return []
+    from mlflow.tracking import MlflowClient
+
+    from autopeft.tracking import load_search
+
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name(args.experiment)
+    if experiment is None:
+        return []
+    view = "?workflowType=machine_learning"
+    pages = [("the searches", f"#/experiments/{experiment.experiment_id}{view}")]
+    stored = load_search(client, args.experiment)
+    if stored is not None:
+        pages.append((f"the front of the latest search ({stored.parent.info.run_name})",
+                      f"#/experiments/{experiment.experiment_id}/runs/{stored.parent.info.run_id}{view}"))
+    return pages
 
 
 HANDLERS: dict[str, Any] = {"search": cmd_search, "front": cmd_results, "trials": cmd_results,

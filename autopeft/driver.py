@@ -28,7 +28,7 @@ from autopeft.optimizers import Optimizer, make_optimizer
 from autopeft.optimizers.outcomes import OutcomeConstraint
 from autopeft.progress import ProgressLine
 from autopeft.records import HypervolumeLog, ObjectiveInfo, TrialRecord, front_of, front_table, meets
-from autopeft.report import format_front, plot_front_html, plot_front_png, plot_hypervolume_png
+from autopeft.report import front_markdown, format_front, plot_front_html, plot_front_png, plot_hypervolume_png
 from autopeft.runner import OBJECTIVE_PREFIX, STRATEGY_REPORT, run_trials
 from autopeft.measure import Stopwatch
 from autopeft.space import Config, SearchSpace, SpaceSpec
@@ -313,7 +313,11 @@ def _finish(config: SearchConfig, setup: SearchSetup, tracker: SearchTracker, mo
         plot_front_html(records, front, objectives, files["pareto_front.html"])
         plot_hypervolume_png(curve, files["hypervolume.png"], log.rule, reference, objectives)
         adapters = {r.name: r.adapter_dir for r in front if r.adapter_dir is not None}
-        tracker.finish_search(records, files, adapters)
+        completed = sum(r.status == "completed" for r in records)
+        heading = (f"{config.optimizer}, {len(records)} trials; {setup.data.description}; "
+                   f"labels {', '.join(setup.data.label_names)}")
+        tracker.finish_search(records, files, adapters,
+                              description=front_markdown(front, objectives, completed, heading))
     artifact_uri = tracker.client.get_run(run_id).info.artifact_uri
     timings["final_report_seconds"] = time.monotonic() - final_started
     return SearchResult(objectives, records, front, reference, curve, run_id, tracker.tracking_uri,

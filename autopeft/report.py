@@ -33,6 +33,41 @@ def format_front(front: list[TrialRecord], objectives: list[ObjectiveInfo]) -> s
                      + [line(r) for r in rows])
 
 
+#: MLflow keeps at most this many characters of a tag value (a run's description is one)
+NOTE_LIMIT = 8000
+
+
+def front_markdown(front: list[TrialRecord], objectives: list[ObjectiveInfo], completed: int,
+                   heading: str = "", limit: int = NOTE_LIMIT) -> str:
+    """The front as a Markdown table for the parent run's description in the MLflow UI:
+    objectives, test scores and each member's configuration; rows past ``limit`` characters
+    are left to ``pareto_front.csv``."""
+    test_keys = sorted({k for r in front for k in r.test_metrics})
+    head = [f"**Pareto front: {len(front)} of {completed} completed trials**" + (f" ({heading})" if heading else ""),
+            "",
+            "| trial | " + " | ".join(f"{o.name} ({'max' if o.direction == 'maximize' else 'min'})"
+                                     for o in objectives)
+            + "".join(f" | test_{k}" for k in test_keys) + " | configuration |",
+            "|---" * (2 + len(objectives) + len(test_keys)) + "|"]
+    tail = ["", "Chosen on dev scores; the test split scored only the front's members, after the search. "
+                "Artifacts: `pareto_front.csv`, `.png`, `.html`, `hypervolume.png`, `adapters/<trial>/` "
+                "(`autopeft export` writes them ready to load)."]
+    rows = [f"| {r.name} | " + " | ".join(f"{r.objectives[o.name]:.4g}" for o in objectives)
+            + "".join(f" | {r.test_metrics[k]:.4g}" if k in r.test_metrics else " | -" for k in test_keys)
+            + f" | {summarize_config(r.config).replace('|', '/')} |" for r in front]
+    if not front:
+        rows = ["| (none: no completed trial met the constraints) |" + " |" * (len(objectives) + len(test_keys))]
+    size = sum(len(x) + 1 for x in head + tail) + 80
+    kept = []
+    for row in rows:
+        if size + len(row) + 1 > limit:
+            kept.append(f"| ... {len(rows) - len(kept)} more in `pareto_front.csv` |")
+            break
+        kept.append(row)
+        size += len(row) + 1
+    return "\n".join(head + kept + tail)
+
+
 def spans_decades(values: Sequence[float]) -> bool:
     """Whether an axis should be logarithmic: positive values whose largest is over ten times
     the smallest (trainable percentages run from 0.01 to 1 and more)."""

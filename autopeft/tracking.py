@@ -28,6 +28,10 @@ OBJECTIVES = "autopeft.objectives"    # JSON [[name, direction], ...] on the par
 TRIAL_NUMBER = "autopeft.trial_number"
 ERROR = "autopeft.error"
 PARENT = "mlflow.parentRunId"
+NOTE = "mlflow.note.content"          # a run's description: the parent's holds the front table
+# MLflow 3's UI opens an experiment without a kind in its GenAI mode (traces, "No data");
+# this kind opens it on its runs.
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 MAX_PARAM = 6000  # MLflow's limit on a param value's length
 
 
@@ -51,9 +55,11 @@ def flat_numbers(report: dict[str, Any], prefix: str = "") -> dict[str, float]:
 def experiment_id(client: MlflowClient, name: str, artifact_root: Path | None) -> str:
     found = client.get_experiment_by_name(name)
     if found is not None:
+        if EXPERIMENT_KIND[0] not in found.tags:  # an experiment made by hand or an older autopeft
+            client.set_experiment_tag(found.experiment_id, *EXPERIMENT_KIND)
         return found.experiment_id
     location = artifact_root.resolve().as_uri() if artifact_root else None
-    return client.create_experiment(name, artifact_location=location)
+    return client.create_experiment(name, artifact_location=location, tags=dict([EXPERIMENT_KIND]))
 
 
 class SearchTracker:
@@ -112,7 +118,9 @@ class SearchTracker:
         self.client.log_metric(self.parent_id, "hypervolume", value, _now_ms(), step)
 
     def finish_search(self, records: list[TrialRecord], files: dict[str, Path], adapters: dict[str, Path],
-                      status: str = "completed") -> None:
+                      status: str = "completed", description: str = "") -> None:
+        """Mark the front, log test scores, artifacts and adapters, and write ``description``
+        (the front as Markdown) where the MLflow UI shows it first, on the parent run's page."""
         for record in records:
             if record.run_id is None:
                 continue
@@ -128,6 +136,8 @@ class SearchTracker:
                 for name, src in adapters.items():
                     shutil.copytree(src, Path(tmp) / name)
                 self.client.log_artifacts(self.parent_id, tmp, artifact_path="adapters")
+        if description:
+            self.client.set_tag(self.parent_id, NOTE, description)
         self.client.set_tag(self.parent_id, STATUS, status)
         self.client.set_terminated(self.parent_id, status="FINISHED" if status == "completed" else "FAILED")
 
