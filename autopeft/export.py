@@ -178,7 +178,7 @@ def model_card(stored: StoredSearch, record: TrialRecord, run: Any, base: BaseMo
         f"- labels: {', '.join(f'{i} = {n}' for i, n in id2label.items()) or '?'}",
         f"- examples: {params.get('train_examples', '?')} train, {params.get('dev_examples', '?')} dev, "
         f"{params.get('test_examples', '?')} test",
-        f"- training fidelity: " + ", ".join(f"{k} {v}" for k, v in sorted(fidelity.items())),
+        "- training fidelity: " + ", ".join(f"{k} {v}" for k, v in sorted(fidelity.items())),
         f"- base model: `{base.name}`" + (f" (trained from the local files `{base.local_path}`)"
                                           if base.local_path else ""), "",
         "## Scores", "",

@@ -167,7 +167,7 @@ def report(args: argparse.Namespace, path: Path) -> str:
 
             lines.append(f"| {name} | {len(seeds)} | {ms(hv[:, args.initial - 1])} | "
                          f"{ms(hv[:, (args.initial + n) // 2 - 1])} | {ms(hv[:, -1])} | {ms(gain)} | {ms(test)} |")
-        lines += ["", f"dev hypervolume per trial, mean (sd) over seeds:", "",
+        lines += ["", "dev hypervolume per trial, mean (sd) over seeds:", "",
                   "| optimizer | " + " | ".join(str(i + 1) for i in range(n)) + " |",
                   "|---|" + "---|" * n]
         for name in sorted({k[1] for k in keys}, key=lambda o: (o != "mobo", o)):

@@ -57,3 +57,19 @@ def write_sentiment_csv(path: Path, rows: int = 240, seed: int = 0, pair: bool =
 @pytest.fixture
 def sentiment_csv(tmp_path: Path) -> Path:
     return write_sentiment_csv(tmp_path / "reviews.csv")
+
+
+@pytest.fixture(scope="session")
+def tiny_search(tiny_model_dir, tmp_path_factory):
+    """A finished 3-trial random search of LoRA on the tiny model, stored under ``TMP/runs``:
+    (its SearchResult, TMP). For tests of what is done with a search afterwards."""
+    import autopeft
+
+    tmp = tmp_path_factory.mktemp("search")
+    data = write_sentiment_csv(tmp / "reviews.csv")
+    result = autopeft.search(
+        task="classification", model=str(tiny_model_dir), train_file=str(data), text_column="review",
+        label_column="verdict", optimizer="random", trials=3, max_train_examples=64, max_length=32,
+        output_dir=str(tmp / "runs"), progress=False)
+    assert result.front
+    return result, tmp

@@ -8,12 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import torch
 from mlflow.tracking import MlflowClient
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-import autopeft
 from autopeft.cli import main
 from autopeft.export import DEMO_HUB_ID, base_model_of
 from autopeft.loading import load_adapter
@@ -35,26 +33,12 @@ with torch.no_grad():
 """
 
 
-@pytest.fixture(scope="module")
-def finished_search(tiny_model_dir, tmp_path_factory):
-    from conftest import write_sentiment_csv
-
-    tmp = tmp_path_factory.mktemp("export")
-    data = write_sentiment_csv(tmp / "reviews.csv")
-    result = autopeft.search(
-        task="classification", model=str(tiny_model_dir), train_file=str(data), text_column="review",
-        label_column="verdict", optimizer="random", trials=3, max_train_examples=64, max_length=32,
-        output_dir=str(tmp / "runs"), progress=False)
-    assert result.front
-    return result, tmp
-
-
 def _export(tmp: Path, out: Path, *flags: str) -> int:
     return main(["export", *flags, "--out", str(out), "--output-dir", str(tmp / "runs")])
 
 
-def test_the_front_exports_and_loads_with_stock_peft_in_a_fresh_process(finished_search, tiny_model_dir) -> None:
-    result, tmp = finished_search
+def test_the_front_exports_and_loads_with_stock_peft_in_a_fresh_process(tiny_search, tiny_model_dir) -> None:
+    result, tmp = tiny_search
     out = tmp / "exported"
     assert _export(tmp, out, "--pareto", "--base-model", "someone/tiny-bert") == 0
     assert sorted(p.name for p in out.iterdir()) == sorted(t.name for t in result.front)
@@ -84,8 +68,8 @@ def test_the_front_exports_and_loads_with_stock_peft_in_a_fresh_process(finished
         torch.testing.assert_close(stock, expected, atol=1e-5, rtol=1e-5)
 
 
-def test_config_only_writes_the_peft_configuration_without_weights(finished_search) -> None:
-    result, tmp = finished_search
+def test_config_only_writes_the_peft_configuration_without_weights(tiny_search) -> None:
+    result, tmp = tiny_search
     out = tmp / "configs"
     member = result.front[0]
     assert _export(tmp, out, "--trial", str(member.number), "--config-only") == 0
@@ -96,8 +80,8 @@ def test_config_only_writes_the_peft_configuration_without_weights(finished_sear
     assert "Configuration only" in (out / member.name / "README.md").read_text()
 
 
-def test_a_trial_without_weights_or_an_existing_folder_is_a_one_line_error(finished_search, capsys) -> None:
-    result, tmp = finished_search
+def test_a_trial_without_weights_or_an_existing_folder_is_a_one_line_error(tiny_search, capsys) -> None:
+    result, tmp = tiny_search
     off_front = [t for t in result.trials if not t.pareto]
     out = tmp / "errors"
     if off_front:

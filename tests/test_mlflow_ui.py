@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-import autopeft
 from autopeft.tracking import EXPERIMENT_KIND, NOTE
 
 pytestmark = pytest.mark.slow
@@ -39,16 +38,9 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def ui(tiny_model_dir, tmp_path_factory):
+def ui(tiny_search):
     """A finished search and `autopeft ui` serving its store."""
-    from conftest import write_sentiment_csv
-
-    tmp = tmp_path_factory.mktemp("ui")
-    data = write_sentiment_csv(tmp / "reviews.csv")
-    result = autopeft.search(
-        task="classification", model=str(tiny_model_dir), train_file=str(data), text_column="review",
-        label_column="verdict", optimizer="random", trials=3, max_train_examples=64, max_length=32,
-        output_dir=str(tmp / "runs"), progress=False)
+    result, tmp = tiny_search
     port = _free_port()
     log = (tmp / "ui.log").open("w")
     server = subprocess.Popen([sys.executable, "-m", "autopeft.cli", "ui", "--output-dir", str(tmp / "runs"),
