@@ -16,6 +16,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ loads t
     from autopeft.loading import load_adapter  # noqa: F401
     from autopeft.objectives import Objective, TrialOutput, objective  # noqa: F401
     from autopeft.driver import SearchResult, search  # noqa: F401
+    from autopeft.evaluation import evaluate  # noqa: F401
 
 _EXPORTS = {
     "AutopeftError": "autopeft.errors",
@@ -23,6 +24,7 @@ _EXPORTS = {
     "SearchConfig": "autopeft.config",
     "SearchResult": "autopeft.driver",
     "TrialOutput": "autopeft.objectives",
+    "evaluate": "autopeft.evaluation",
     "load_adapter": "autopeft.loading",
     "objective": "autopeft.objectives",
     "search": "autopeft.driver",

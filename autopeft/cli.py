@@ -1,5 +1,5 @@
-"""The ``autopeft`` command: ``search``, ``front``, ``trials``, ``export``, ``spaces``, ``space``
-and ``ui``.
+"""The ``autopeft`` command: ``search``, ``front``, ``trials``, ``evaluate``, ``export``,
+``spaces``, ``space`` and ``ui``.
 
 Exit codes: 0 done; 1 a search finished without a feasible trial (every trial failed, or
 none met the outcome constraints); 2 bad input (a one-line message names the problem and
@@ -20,14 +20,14 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from autopeft.config import DEFAULT_DIR, SECTIONS, SearchConfig, load_config
+from autopeft.config import DEFAULT_DIR, SECTIONS, Fidelity, SearchConfig, load_config
 from autopeft.errors import AutopeftError
 
 EXIT_OK, EXIT_NO_FEASIBLE, EXIT_BAD_INPUT, EXIT_CRASH, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 FORMATS = ("table", "json", "csv")
 
 
-def add_config_flags(parser: argparse.ArgumentParser, cls: type, prefix: str = "") -> None:
+def add_config_flags(parser: argparse.ArgumentParser, cls: type, prefix: str = "", defaults: bool = True) -> None:
     """One flag per field of ``cls`` (nested config classes as their own groups), with the
     field's help; the destination is the field's dotted path in :class:`SearchConfig`."""
     titles = {"data": "data (your own; the task is then classification)",
@@ -42,7 +42,7 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, prefix: str = "
         flag = "--" + meta.get("flag", f.name).replace("_", "-")
         kind = str(f.type)
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        shown = "" if default in (None, [], {}) else f" (default: {default})"
+        shown = "" if default in (None, [], {}) or not defaults else f" (default: {default})"
         if kind.startswith("list"):
             parser.add_argument(flag, dest=prefix + f.name, action="append", metavar="NAME",
                                 help=f"{meta['help']} (default: {', '.join(default)})")
@@ -76,6 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--format", choices=FORMATS, default="table",
                        help="table for people; json or csv (the MLflow runs' metric and param names) for scripts")
         add_store_flags(q)
+    v = sub.add_parser("evaluate", help="retrain a search's front at full fidelity with several seeds "
+                                        "and report dev and test mean and sd")
+    v.add_argument("--seeds", type=int, default=3, help="training seeds per front member (default: 3)")
+    add_config_flags(v.add_argument_group("fidelity (default: the search's, with every training and dev "
+                                          "example)"), Fidelity, "fidelity.", defaults=False)
+    add_store_flags(v)
     e = sub.add_parser("export", help="write a search's adapters as folders that load with stock PEFT, "
                                       "each with a model card")
     which = e.add_mutually_exclusive_group(required=True)
@@ -121,6 +127,11 @@ def cmd_search(args: argparse.Namespace) -> int:
           f"{f', {len(infeasible)} outside the outcome constraints' if infeasible else ''}, "
           f"{result.seconds:.0f}s):\n")
     print(result)
+    if result.evaluation is not None:
+        from autopeft.evaluation import format_evaluation
+
+        print(f"\nThe front retrained at full fidelity, {config.final_seeds} seeds (mean ± sd):\n")
+        print(format_evaluation(result.evaluation, result.objectives))
     print(f"\nMLflow run {result.run_id} in {result.tracking_uri}")
     print(f"artifacts (pareto_front.csv/.png/.html, adapters/): {result.artifact_uri}")
     if not result.front and infeasible:  # any feasible completed trial would be on the front
@@ -172,6 +183,17 @@ def cmd_results(args: argparse.Namespace) -> int:
         print(format_front(records, stored.objectives))
     else:
         print(format_rows(stored.rows(records), "table", [o.name for o in stored.objectives]), end="")
+    return EXIT_OK
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from autopeft.evaluation import evaluate, format_evaluation
+
+    fidelity = {k.split(".", 1)[1]: v for k, v in vars(args).items() if k.startswith("fidelity.") and v is not None}
+    table = evaluate(args.run_id, experiment=args.experiment, tracking_uri=args.tracking_uri,
+                     output_dir=args.output_dir, seeds=args.seeds, fidelity=fidelity)
+    print(format_evaluation(table, table.attrs["objectives"]))
+    print("\nruns nested under the search (tag autopeft.role=evaluation); evaluation.csv in its artifacts")
     return EXIT_OK
 
 
@@ -242,7 +264,7 @@ def _ui_pages(args: argparse.Namespace) -> list[tuple[str, str]]:
 
 
 HANDLERS: dict[str, Any] = {"search": cmd_search, "front": cmd_results, "trials": cmd_results,
-                            "export": cmd_export,
+                            "export": cmd_export, "evaluate": cmd_evaluate,
                             "spaces": cmd_spaces, "space": cmd_space, "ui": cmd_ui}
 
 

@@ -76,6 +76,8 @@ class SearchConfig:
     ray_address: str | None = field(default=None, metadata=_help(
         "address of an existing Ray cluster (default: a local Ray)"))
     output_dir: str = field(default=str(DEFAULT_DIR), metadata=_help("where local runs and artifacts go"))
+    final_seeds: int = field(default=0, metadata=_help(
+        "after the search, retrain the front at full fidelity with this many seeds (autopeft evaluate)"))
 
     def check(self) -> None:
         given = [f"data.{k}" for k, v in dataclasses.asdict(self.data).items() if v is not None]
@@ -85,10 +87,11 @@ class SearchConfig:
             raise ConfigError(f"the demo uses its own data, but {given[0].replace('_', '-')} was given; "
                               f"leave out --task demo (or set task: classification) to search on "
                               f"your data", key="task")
-        for name in ("trials", "concurrency", "seed"):
+        for name in ("trials", "concurrency", "seed", "final_seeds"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < (0 if name == "seed" else 1):
-                raise ConfigError(f"must be a {'non-negative' if name == 'seed' else 'positive'} "
+            least = 0 if name in ("seed", "final_seeds") else 1
+            if not isinstance(value, int) or isinstance(value, bool) or value < least:
+                raise ConfigError(f"must be a {'non-negative' if least == 0 else 'positive'} "
                                   f"integer, got {value!r}", key=name)
         for f in dataclasses.fields(Fidelity):
             value = getattr(self.fidelity, f.name)
@@ -125,6 +128,20 @@ def _build(cls: type, data: Any, source: str, prefix: str = "") -> Any:
         return cls(**kwargs)
     except TypeError as err:
         raise ConfigError(str(err), source=source) from None
+
+
+def config_record(config: SearchConfig) -> dict[str, Any]:
+    """``config`` as plain data, to store beside a search (objectives given as Python objects
+    are kept by name)."""
+    names = [o if isinstance(o, str) else o.name for o in config.objectives]
+    return dataclasses.asdict(dataclasses.replace(config, objectives=names))
+
+
+def config_from_record(data: dict[str, Any], source: str) -> SearchConfig:
+    """The SearchConfig that :func:`config_record` stored."""
+    config = _build(SearchConfig, data, source)
+    config.check()
+    return config
 
 
 def load_config(path: str | None, overrides: dict[str, Any]) -> SearchConfig:

@@ -18,7 +18,7 @@ import pandas as pd
 from transformers import AutoTokenizer
 
 from autopeft.adapters import AdapterBuilder, get_adapter
-from autopeft.config import SECTIONS, SearchConfig
+from autopeft.config import SECTIONS, SearchConfig, config_record
 from autopeft.costs import COSTS
 from autopeft.errors import ConfigError, ModelError
 from autopeft.inputs import RESULT_METRICS, check_inputs, check_model_reference, outcome_constraints
@@ -35,7 +35,7 @@ from autopeft.space import Config, SearchSpace, SpaceSpec
 from autopeft.space.space import Derive
 from autopeft.strategies import NO_STRATEGY, STRATEGY_PARAMETER, strategy_class
 from autopeft.tasks import DataSource, demo_model_path, load_demo_data, make_task
-from autopeft.tracking import SearchTracker
+from autopeft.tracking import CONFIG_ARTIFACT, SearchTracker
 from autopeft.trial import SearchSetup, quiet_libraries, score_adapter
 
 #: keyword names of :func:`search` that live in a nested section of SearchConfig
@@ -59,6 +59,8 @@ class SearchResult:
     timings: dict[str, float] = field(default_factory=dict)
     #: the data searched on: files, columns, labels, sizes and what loading dropped
     data: str = ""
+    #: the front retrained at full fidelity over seeds (``final_seeds``; autopeft.evaluate)
+    evaluation: pd.DataFrame | None = None
 
     def table(self) -> pd.DataFrame:
         """The front as a DataFrame (objectives, test scores, costs, configuration)."""
@@ -71,6 +73,22 @@ class SearchResult:
 
 def prepare(config: SearchConfig) -> tuple[SearchSetup, Optimizer]:
     """Check and load everything a search needs, before anything is written anywhere."""
+    setup = load_setup(config)
+    objectives = setup.objectives
+    options = dict(config.optimizer_options)
+    # A third of a small budget goes to random designs (at least two points per objective plus
+    # two), so that a 12-trial search still spends half its trials on a model; every optimizer
+    # starts from the same designs for the same seed.
+    options.setdefault("n_initial", max(2 * (len(objectives) + 1), min(10, config.trials // 3)))
+    optimizer = make_optimizer(config.optimizer, setup.space, [o.direction for o in objectives], seed=config.seed,
+                               reference_point=[references(config, objectives).get(o.name) for o in objectives],
+                               **options)
+    return setup, optimizer
+
+
+def load_setup(config: SearchConfig) -> SearchSetup:
+    """Check the inputs, then load the task's data, the model's layout and the bound space
+    that every trial of ``config`` shares."""
     checked = check_inputs(config)
     quiet_libraries()
     spec, objectives = checked.spec, checked.objectives
@@ -102,19 +120,10 @@ def prepare(config: SearchConfig) -> tuple[SearchSetup, Optimizer]:
         train = train.select(range(min(fid.max_train_examples, len(train))))
     dev = data.dev if not fid.max_eval_examples else data.dev.shuffle(seed=config.seed).select(
         range(min(fid.max_eval_examples, len(data.dev))))
-    setup = SearchSetup(task=task, model_path=model_path, data=data,
-                        train_tokens=task.tokenize(train, tokenizer, fid.max_length),
-                        dev_tokens=task.tokenize(dev, tokenizer, fid.max_length),
-                        layout=layout, space=space, objectives=objectives, fidelity=fid, seed=config.seed)
-    options = dict(config.optimizer_options)
-    # A third of a small budget goes to random designs (at least two points per objective plus
-    # two), so that a 12-trial search still spends half its trials on a model; every optimizer
-    # starts from the same designs for the same seed.
-    options.setdefault("n_initial", max(2 * (len(objectives) + 1), min(10, config.trials // 3)))
-    optimizer = make_optimizer(config.optimizer, space, [o.direction for o in objectives], seed=config.seed,
-                               reference_point=[references(config, objectives).get(o.name) for o in objectives],
-                               **options)
-    return setup, optimizer
+    return SearchSetup(task=task, model_path=model_path, data=data,
+                       train_tokens=task.tokenize(train, tokenizer, fid.max_length),
+                       dev_tokens=task.tokenize(dev, tokenizer, fid.max_length),
+                       layout=layout, space=space, objectives=objectives, fidelity=fid, seed=config.seed)
 
 
 def references(config: SearchConfig, objectives: list[Objective]) -> dict[str, float]:
@@ -266,6 +275,7 @@ def run_search(config: SearchConfig, *, progress: bool = True) -> SearchResult:
               "data_notes": "; ".join(setup.data.notes) or "none",
               **{f"fidelity.{k}": v for k, v in dataclasses.asdict(config.fidelity).items()}}
     run_id = tracker.start_search(name, params, objectives)
+    tracker.client.log_dict(run_id, config_record(config), CONFIG_ARTIFACT)
     if progress:
         print(describe_data(setup), file=sys.stderr)
     line = ProgressLine(config.trials, enabled=progress)
@@ -277,7 +287,7 @@ def run_search(config: SearchConfig, *, progress: bool = True) -> SearchResult:
                              ray_address=config.ray_address)
         line.close()
         timings["tracking_seconds"] = monitor.tracking.seconds
-        return _finish(config, setup, tracker, monitor, objectives, run_id, started, timings)
+        result = _finish(config, setup, tracker, monitor, objectives, run_id, started, timings)
     except BaseException as err:
         line.close()
         for record in monitor.records.values():
@@ -286,6 +296,12 @@ def run_search(config: SearchConfig, *, progress: bool = True) -> SearchResult:
                 tracker.finish_trial(record)
         tracker.fail_search(f"{type(err).__name__}: {err}")
         raise
+    if config.final_seeds and result.front:
+        from autopeft.evaluation import evaluate
+
+        result.evaluation = evaluate(run_id, experiment=config.experiment, tracking_uri=result.tracking_uri,
+                                     seeds=config.final_seeds, objectives=config.objectives, progress=progress)
+    return result
 
 
 def _finish(config: SearchConfig, setup: SearchSetup, tracker: SearchTracker, monitor: _Monitor,

@@ -6,6 +6,7 @@ stack is global state that nested, concurrent trials would have to share.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import tempfile
@@ -27,6 +28,8 @@ PARETO = "autopeft.pareto"            # "true" on the front's members once the s
 OBJECTIVES = "autopeft.objectives"    # JSON [[name, direction], ...] on the parent
 TRIAL_NUMBER = "autopeft.trial_number"
 ERROR = "autopeft.error"
+EVALUATES = "autopeft.evaluates"      # on an evaluation run: the run id of the trial it retrains
+CONFIG_ARTIFACT = "search_config.json"  # the search's SearchConfig, for `autopeft evaluate`
 PARENT = "mlflow.parentRunId"
 NOTE = "mlflow.note.content"          # a run's description: the parent's holds the front table
 # MLflow 3's UI opens an experiment without a kind in its GenAI mode (traces, "No data");
@@ -146,6 +149,26 @@ class SearchTracker:
             self.client.set_tag(self.parent_id, ERROR, message[:5000])
             self.client.set_tag(self.parent_id, STATUS, "failed")
             self.client.set_terminated(self.parent_id, status="FAILED")
+
+
+def evaluation_run(client: MlflowClient, stored: StoredSearch, trial: TrialRecord, seed: int,
+                   fidelity: Any) -> str:
+    """A run for one retraining of ``trial`` with ``seed``, nested under the search."""
+    tags = {PARENT: stored.parent.info.run_id, ROLE: "evaluation", STATUS: "running",
+            EVALUATES: trial.run_id, TRIAL_NUMBER: str(trial.number)}
+    run = client.create_run(stored.parent.info.experiment_id, run_name=f"{trial.name}-seed{seed}", tags=tags)
+    params = {**trial.config, "seed": seed,
+              **{f"fidelity.{k}": v for k, v in dataclasses.asdict(fidelity).items()}}
+    client.log_batch(run.info.run_id, params=[Param(str(k), str(v)[:MAX_PARAM]) for k, v in params.items()])
+    return run.info.run_id
+
+
+def finish_evaluation_run(client: MlflowClient, run_id: str, dev: dict[str, float], test: dict[str, float],
+                          error: str | None = None) -> None:
+    metrics = [Metric(k, float(v), _now_ms(), 0) for k, v in {**dev, **test}.items()]
+    tags = [RunTag(STATUS, "failed" if error else "completed")] + ([RunTag(ERROR, error[:5000])] if error else [])
+    client.log_batch(run_id, metrics=metrics, tags=tags)
+    client.set_terminated(run_id, status="FAILED" if error else "FINISHED")
 
 
 @dataclass

@@ -1,0 +1,180 @@
+"""Final evaluation: retrain every member of a search's front at full fidelity with several
+seeds, score dev and test, and recompute the front from the means.
+
+A search ranks configurations on cheap, single-seed trials; what a user deploys should rest on
+the figures AutoPEFT reports, full-fidelity retraining over seeds. The retrained runs are
+nested under the search's parent run (``autopeft.role=evaluation``), each linked to the trial
+it re-evaluates (``autopeft.evaluates`` = that trial's run id).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from mlflow.tracking import MlflowClient
+
+from autopeft.config import Fidelity, SearchConfig, config_from_record
+from autopeft.costs import COSTS
+from autopeft.errors import AutopeftError
+from autopeft.records import ObjectiveInfo, TrialRecord, front_of, summarize_config
+from autopeft.tracking import CONFIG_ARTIFACT, StoredSearch, evaluation_run, finish_evaluation_run
+
+#: the default fidelity of a final evaluation: every training and dev example
+FULL = {"max_train_examples": None, "max_eval_examples": None}
+
+
+@dataclass
+class MemberEvaluation:
+    """One front member retrained with several seeds."""
+
+    trial: TrialRecord
+    dev: dict[str, list[float]] = field(default_factory=dict)   # objective -> one value per seed
+    test: dict[str, list[float]] = field(default_factory=dict)  # test metric -> one value per seed
+    errors: list[str] = field(default_factory=list)
+    on_front: bool = False
+
+    def mean(self, name: str) -> float:
+        return float(np.mean(self.dev[name]))
+
+
+def stored_config(client: MlflowClient, stored: StoredSearch) -> SearchConfig:
+    """The configuration a search ran with (logged beside it when it started)."""
+    run_id = stored.parent.info.run_id
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(client.download_artifacts(run_id, CONFIG_ARTIFACT, tmp))
+            data = json.loads(path.read_text())
+    except Exception:  # noqa: BLE001 - any store's "not there" error: the answer is the same
+        raise AutopeftError(f"search {stored.parent.info.run_name} has no {CONFIG_ARTIFACT} (it was run "
+                            "by an autopeft without final evaluation); rerun the search") from None
+    return config_from_record(data, f"{stored.parent.info.run_name}/{CONFIG_ARTIFACT}")
+
+
+def evaluate_front(client: MlflowClient, stored: StoredSearch, *, seeds: int = 3,
+                   fidelity: dict[str, Any] | None = None, objectives: list[Any] | None = None,
+                   progress: bool = True) -> list[MemberEvaluation]:
+    """Retrain each front member of ``stored`` with ``seeds`` training seeds at full fidelity
+    (all examples; ``fidelity`` overrides any of its fields) on the search's own data splits,
+    log each run under the search, and mark the members that stay on the front of the means.
+    ``objectives`` replaces the stored ones (needed for objectives defined in Python)."""
+    from autopeft.driver import load_setup
+    from autopeft.trial import run_trial, score_adapter
+
+    if seeds < 1:
+        raise AutopeftError(f"must be a positive integer, got {seeds}", key="--seeds")
+    front = stored.front()
+    if not front:
+        raise AutopeftError(f"search {stored.parent.info.run_name} has no front to evaluate")
+    config = stored_config(client, stored)
+    unknown = set(fidelity or {}) - {f.name for f in dataclasses.fields(Fidelity)}
+    if unknown:
+        raise AutopeftError(f"unknown fidelity setting {sorted(unknown)[0]}")
+    config.fidelity = dataclasses.replace(config.fidelity, **{**FULL, **(fidelity or {})})
+    if objectives is not None:
+        config.objectives = list(objectives)
+    setup = load_setup(config)  # the search's seed: the same data splits as the search
+    names = [o.name for o in setup.objectives]
+    results = []
+    for member in front:
+        evaluation = MemberEvaluation(member)
+        for i in range(seeds):
+            seed = config.seed + i
+            if progress:
+                print(f"evaluating {member.name}, seed {seed} ({i + 1}/{seeds})", file=sys.stderr)
+            run_id = evaluation_run(client, stored, member, seed, config.fidelity)
+            try:
+                with tempfile.TemporaryDirectory() as tmp:
+                    seeded = dataclasses.replace(setup, seed=seed)
+                    result = run_trial(seeded, member.config, save_to=Path(tmp) / "adapter")
+                    cost = {k: v for k, v in result.cost.items() if k in COSTS}
+                    test = score_adapter(seeded, Path(tmp) / "adapter", setup.data.test, member.config, cost)
+            except Exception as err:  # one failed retraining leaves the others standing
+                evaluation.errors.append(f"seed {seed}: {type(err).__name__}: {err}")
+                finish_evaluation_run(client, run_id, {}, {}, error=evaluation.errors[-1])
+                continue
+            for name in names:
+                evaluation.dev.setdefault(name, []).append(result.objectives[name])
+            for name, value in test.items():
+                evaluation.test.setdefault(name, []).append(value)
+            finish_evaluation_run(client, run_id, {**result.objectives, **result.cost},
+                                  {f"test_{k}": v for k, v in test.items()})
+        results.append(evaluation)
+    _mark_front(results, [ObjectiveInfo(o.name, o.direction) for o in setup.objectives])
+    return results
+
+
+def _mark_front(results: list[MemberEvaluation], objectives: list[ObjectiveInfo]) -> None:
+    scored = [r for r in results if all(r.dev.get(o.name) for o in objectives)]
+    records = [TrialRecord(i, str(i), {}, status="completed", objectives={o.name: r.mean(o.name) for o in objectives})
+               for i, r in enumerate(scored)]
+    for record in front_of(records, objectives):
+        scored[record.number].on_front = True
+
+
+def evaluation_table(results: list[MemberEvaluation], objectives: list[ObjectiveInfo]) -> pd.DataFrame:
+    """One row per member: mean and standard deviation over seeds of each dev objective and
+    test metric, the seeds that ran, and whether it stays on the front of the means."""
+    rows = []
+    for r in results:
+        row: dict[str, Any] = {"trial": r.trial.name, "seeds": len(next(iter(r.dev.values()), [])),
+                               "on_front": r.on_front}
+        for name, values in [*((o.name, r.dev.get(o.name, [])) for o in objectives),
+                             *((f"test_{k}", v) for k, v in sorted(r.test.items()))]:
+            row[f"{name}_mean"] = float(np.mean(values)) if values else None
+            row[f"{name}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else None
+        row["search_" + objectives[0].name] = r.trial.objectives.get(objectives[0].name)
+        row["configuration"] = summarize_config(r.trial.config)
+        row["errors"] = "; ".join(r.errors)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def format_evaluation(table: pd.DataFrame, objectives: list[ObjectiveInfo]) -> str:
+    """The evaluation table for the terminal: mean ± sd per column, the front marked."""
+    names = [o.name for o in objectives] + sorted({c[:-5] for c in table.columns
+                                                   if c.startswith("test_") and c.endswith("_mean")})
+    lines = ["  ".join(["trial     ", "seeds", *(f"{n:>18}" for n in names), "front"])]
+    for _, row in table.iterrows():
+        cells = []
+        for n in names:
+            mean, sd = row.get(f"{n}_mean"), row.get(f"{n}_std")
+            cells.append(f"{'-' if mean is None or pd.isna(mean) else f'{mean:.4g}'}"
+                         f"{'' if sd is None or pd.isna(sd) else f' ± {sd:.2g}'}".rjust(18))
+        lines.append("  ".join([row["trial"], f"{row['seeds']:>5}", *cells, "yes" if row["on_front"] else "no"]))
+    return "\n".join(lines)
+
+
+def evaluate(run_id: str | None = None, *, experiment: str = "autopeft", tracking_uri: str | None = None,
+             output_dir: str | None = None, seeds: int = 3, fidelity: dict[str, Any] | None = None,
+             objectives: list[Any] | None = None, progress: bool = True) -> pd.DataFrame:
+    """Retrain the front of search ``run_id`` (default: the experiment's latest) at full
+    fidelity with ``seeds`` seeds; logs the runs and ``evaluation.csv`` under the search and
+    returns the table (see :func:`evaluation_table`)."""
+    from autopeft.tracking import load_search
+
+    uri = SearchConfig(tracking_uri=tracking_uri, **({"output_dir": output_dir} if output_dir else {})
+                       ).resolved_tracking_uri
+    if not tracking_uri and uri.startswith("sqlite:///") and not Path(uri[10:]).exists():
+        raise AutopeftError("no search store here; give --output-dir or --tracking-uri", source=uri[10:])
+    client = MlflowClient(tracking_uri=uri)
+    stored = load_search(client, experiment, run_id)
+    if stored is None:
+        raise AutopeftError(f"no search {run_id + ' ' if run_id else ''}found in experiment '{experiment}'",
+                            source=uri)
+    results = evaluate_front(client, stored, seeds=seeds, fidelity=fidelity, objectives=objectives,
+                             progress=progress)
+    table = evaluation_table(results, stored.objectives)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "evaluation.csv"
+        table.to_csv(path, index=False)
+        client.log_artifact(stored.parent.info.run_id, str(path))
+    table.attrs["objectives"] = stored.objectives
+    return table

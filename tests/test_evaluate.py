@@ -1,0 +1,66 @@
+"""Final evaluation: a search's front retrained at full fidelity over seeds, logged under the
+search and linked to the trials it re-evaluates; from Python, the CLI and `search --final-seeds`."""
+
+from __future__ import annotations
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+import autopeft
+from autopeft.cli import main
+from autopeft.evaluation import evaluate
+from autopeft.tracking import EVALUATES, PARENT, ROLE
+
+
+def _evaluation_runs(result):
+    client = MlflowClient(result.tracking_uri)
+    experiment = client.get_experiment_by_name("autopeft")
+    runs = client.search_runs([experiment.experiment_id], filter_string=f"tags.`{ROLE}` = 'evaluation'")
+    return client, runs
+
+
+def test_evaluate_retrains_each_front_member_with_every_seed(tiny_search) -> None:
+    result, tmp = tiny_search
+    table = evaluate(result.run_id, output_dir=str(tmp / "runs"), seeds=2, fidelity={"max_train_examples": 96},
+                     progress=False)
+    assert sorted(table["trial"]) == sorted(t.name for t in result.front)
+    assert (table["seeds"] == 2).all() and table["on_front"].any()
+    assert {"accuracy_mean", "accuracy_std", "test_accuracy_mean", "test_accuracy_std"} <= set(table.columns)
+    assert table["accuracy_mean"].between(0, 1).all()
+
+    client, runs = _evaluation_runs(result)
+    assert len(runs) == 2 * len(result.front)
+    front_ids = {t.run_id for t in result.front}
+    for run in runs:
+        assert run.data.tags[PARENT] == result.run_id and run.data.tags[EVALUATES] in front_ids
+        assert run.data.params["fidelity.max_train_examples"] == "96"
+        assert run.data.params["fidelity.max_eval_examples"] == "None"  # full fidelity: all of dev
+        assert {"accuracy", "trainable_percent", "test_accuracy"} <= set(run.data.metrics)
+    assert {r.data.params["seed"] for r in runs} == {"0", "1"}
+    assert "evaluation.csv" in {a.path for a in client.list_artifacts(result.run_id)}
+    # The search's own records are untouched: evaluation runs are not trials.
+    assert main(["front", "--output-dir", str(tmp / "runs"), "--format", "json"]) == 0
+
+
+def test_the_cli_evaluates_the_latest_search(tiny_search, capsys) -> None:
+    result, tmp = tiny_search
+    assert main(["evaluate", "--seeds", "1", "--max-train-examples", "32", "--output-dir", str(tmp / "runs")]) == 0
+    out = capsys.readouterr().out
+    assert all(t.name in out for t in result.front) and "test_accuracy" in out
+
+
+def test_bad_seeds_is_a_one_line_error(tiny_search, capsys) -> None:
+    _, tmp = tiny_search
+    assert main(["evaluate", "--seeds", "0", "--output-dir", str(tmp / "runs")]) == 2
+    assert "--seeds" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_search_with_final_seeds_evaluates_its_front(tiny_model_dir, sentiment_csv, tmp_path) -> None:
+    result = autopeft.search(
+        task="classification", model=str(tiny_model_dir), train_file=str(sentiment_csv), text_column="review",
+        label_column="verdict", optimizer="random", trials=2, max_train_examples=48, max_length=32,
+        final_seeds=1, output_dir=str(tmp_path / "runs"), progress=False)
+    assert result.evaluation is not None
+    assert sorted(result.evaluation["trial"]) == sorted(t.name for t in result.front)
+    assert len(_evaluation_runs(result)[1]) == len(result.front)
