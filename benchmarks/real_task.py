@@ -167,6 +167,17 @@ def report(args: argparse.Namespace, path: Path) -> str:
 
             lines.append(f"| {name} | {len(seeds)} | {ms(hv[:, args.initial - 1])} | "
                          f"{ms(hv[:, (args.initial + n) // 2 - 1])} | {ms(hv[:, -1])} | {ms(gain)} | {ms(test)} |")
+        # Every optimizer of a seed starts from the same designs: compare seed by seed.
+        baseline = "random" if "random" in {k[1] for k in keys} else None
+        if baseline:
+            seeds = sorted(common)
+            base = np.array([curves[task, baseline, s][n - 1] for s in seeds])
+            lines += ["", f"final dev hypervolume minus {baseline}'s, seed by seed (same initial designs):", ""]
+            for name in sorted({k[1] for k in keys} - {baseline}, key=lambda o: (o != "mobo", o)):
+                diff = np.array([curves[task, name, s][n - 1] for s in seeds]) - base
+                lines.append(f"- {name}: {diff.mean():+.4f} ± {diff.std(ddof=1) if len(diff) > 1 else 0:.4f}; "
+                             f"higher on {int((diff > 1e-12).sum())}, equal on {int((abs(diff) <= 1e-12).sum())}, "
+                             f"lower on {int((diff < -1e-12).sum())} of {len(seeds)} seeds")
         lines += ["", "dev hypervolume per trial, mean (sd) over seeds:", "",
                   "| optimizer | " + " | ".join(str(i + 1) for i in range(n)) + " |",
                   "|---|" + "---|" * n]
