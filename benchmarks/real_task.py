@@ -87,6 +87,10 @@ def run(args: argparse.Namespace, path: Path) -> None:
                         max_train_examples=args.max_train_examples, max_eval_examples=args.max_eval_examples,
                         max_length=LENGTHS[task], batch_size=args.batch_size, space=str(args.space),
                         output_dir=out, ray_address=args.ray_address, progress=False)
+                if len(result.trials) < args.trials:
+                    # Ray Tune turns Ctrl-C into an early, normal return: keep a short search out
+                    # of trials.csv, or a resumed run would take it for a finished one.
+                    raise SystemExit(f"{task} {name} seed {seed} stopped after {len(result.trials)} trials")
                 new = not path.exists()
                 with path.open("a", newline="") as fh:
                     writer = csv.DictWriter(fh, FIELDS)
