@@ -150,20 +150,9 @@ def _tracking_uri(args: argparse.Namespace) -> str:
 
 def _stored_search(args: argparse.Namespace) -> tuple[Any, Any]:
     """The MLflow client and the search that ``add_store_flags``' flags name."""
-    from mlflow.tracking import MlflowClient
+    from autopeft.tracking import open_search
 
-    from autopeft.tracking import load_search
-
-    uri = _tracking_uri(args)
-    if not args.tracking_uri and uri.startswith("sqlite:///") and not Path(uri[10:]).exists():
-        raise AutopeftError("no search store here; run `autopeft search` or give --output-dir or "
-                            "--tracking-uri", source=uri[10:])
-    client = MlflowClient(tracking_uri=uri)
-    stored = load_search(client, args.experiment, args.run_id)
-    if stored is None:
-        raise AutopeftError(f"no search {args.run_id + ' ' if args.run_id else ''}found in experiment "
-                            f"'{args.experiment}'", source=uri)
-    return client, stored
+    return open_search(_tracking_uri(args), args.experiment, args.run_id, explicit_uri=bool(args.tracking_uri))
 
 
 def cmd_results(args: argparse.Namespace) -> int:

@@ -158,17 +158,11 @@ def evaluate(run_id: str | None = None, *, experiment: str = "autopeft", trackin
     """Retrain the front of search ``run_id`` (default: the experiment's latest) at full
     fidelity with ``seeds`` seeds; logs the runs and ``evaluation.csv`` under the search and
     returns the table (see :func:`evaluation_table`)."""
-    from autopeft.tracking import load_search
+    from autopeft.tracking import open_search
 
     uri = SearchConfig(tracking_uri=tracking_uri, **({"output_dir": output_dir} if output_dir else {})
                        ).resolved_tracking_uri
-    if not tracking_uri and uri.startswith("sqlite:///") and not Path(uri[10:]).exists():
-        raise AutopeftError("no search store here; give --output-dir or --tracking-uri", source=uri[10:])
-    client = MlflowClient(tracking_uri=uri)
-    stored = load_search(client, experiment, run_id)
-    if stored is None:
-        raise AutopeftError(f"no search {run_id + ' ' if run_id else ''}found in experiment '{experiment}'",
-                            source=uri)
+    client, stored = open_search(uri, experiment, run_id, explicit_uri=bool(tracking_uri))
     results = evaluate_front(client, stored, seeds=seeds, fidelity=fidelity, objectives=objectives,
                              progress=progress)
     table = evaluation_table(results, stored.objectives)

@@ -18,6 +18,7 @@ from typing import Any
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
+from autopeft.errors import AutopeftError
 from autopeft.records import ObjectiveInfo, TrialRecord, front_of, parse_param
 
 # Every tag autopeft writes, here only: this module writes them and reads them back.
@@ -241,3 +242,18 @@ def load_search(client: MlflowClient, experiment: str, run_id: str | None = None
             feasible=run.data.tags.get(FEASIBLE) != "false", run_id=run.info.run_id), run))
     pairs.sort(key=lambda pair: pair[0].number)
     return StoredSearch(parent, objectives, [p[0] for p in pairs], [p[1] for p in pairs])
+
+
+def open_search(tracking_uri: str, experiment: str, run_id: str | None = None, *,
+                explicit_uri: bool = False) -> tuple[MlflowClient, StoredSearch]:
+    """The client and the search ``run_id`` (else the latest) of ``experiment``; a one-line
+    AutopeftError when there is no store (a default SQLite file that is not there) or no search."""
+    if not explicit_uri and tracking_uri.startswith("sqlite:///") and not Path(tracking_uri[10:]).exists():
+        raise AutopeftError("no search store here; run `autopeft search` or give --output-dir or "
+                            "--tracking-uri", source=tracking_uri[10:])
+    client = MlflowClient(tracking_uri=tracking_uri)
+    stored = load_search(client, experiment, run_id)
+    if stored is None:
+        raise AutopeftError(f"no search {run_id + ' ' if run_id else ''}found in experiment '{experiment}'",
+                            source=tracking_uri)
+    return client, stored
