@@ -31,7 +31,8 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, prefix: str = "
     """One flag per field of ``cls`` (nested config classes as their own groups), with the
     field's help; the destination is the field's dotted path in :class:`SearchConfig`."""
     titles = {"data": "data (your own; the task is then classification)",
-              "fidelity": "fidelity (how cheaply each trial trains)"}
+              "fidelity": "fidelity (how cheaply each trial trains)",
+              "early_stopping": "early stopping (which trials stop before their end)"}
     for f in dataclasses.fields(cls):
         meta = f.metadata
         if f.name in SECTIONS and not prefix:

@@ -32,6 +32,19 @@ class Fidelity:
 
 
 @dataclass
+class EarlyStopping:
+    """Which trials stop before the end of their training, and where they are judged."""
+
+    scheduler: str = field(default="fifo", metadata=_help(
+        "'fifo' (every trial trains to the end) or 'moasha' (stop trials that rank low on all "
+        "objectives at rungs: multi-objective successive halving)"))
+    reduction_factor: int = field(default=3, metadata=_help(
+        "moasha: a trial goes past a rung if it ranks in the top 1/N of the trials that reached it"))
+    rungs: int = field(default=2, metadata=_help(
+        "moasha: rungs at 1/N^k of a trial's training, k = rungs..1"))
+
+
+@dataclass
 class DataConfig:
     """The user's data; giving any of it makes the search a classification on it."""
 
@@ -69,6 +82,7 @@ class SearchConfig:
     trials: int = field(default=12, metadata=_help("trials to run"))
     concurrency: int = field(default=1, metadata=_help("trials at once (CPUs and GPUs are split evenly)"))
     fidelity: Fidelity = field(default_factory=Fidelity)
+    early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
     seed: int = field(default=0, metadata=_help("seed of data splits, initial designs and training"))
     tracking_uri: str | None = field(default=None, metadata=_help(
         "MLflow tracking URI (default: sqlite in the output dir)"))
@@ -97,6 +111,12 @@ class SearchConfig:
             value = getattr(self.fidelity, f.name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise ConfigError(f"must be a positive integer, got {value!r}", key=f"fidelity.{f.name}")
+        stopping = self.early_stopping
+        for name, least in (("reduction_factor", 2), ("rungs", 1)):
+            value = getattr(stopping, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < least:
+                raise ConfigError(f"must be an integer of at least {least}, got {value!r}",
+                                  key=f"early_stopping.{name}")
 
     @property
     def resolved_tracking_uri(self) -> str:
@@ -107,7 +127,7 @@ class SearchConfig:
 
 #: SearchConfig's nested sections: a config file's ``data:``/``fidelity:`` mappings, the CLI's
 #: flag groups and ``autopeft.search``'s plain keyword names all read this table
-SECTIONS: dict[str, type] = {"data": DataConfig, "fidelity": Fidelity}
+SECTIONS: dict[str, type] = {"data": DataConfig, "fidelity": Fidelity, "early_stopping": EarlyStopping}
 
 
 def _build(cls: type, data: Any, source: str, prefix: str = "") -> Any:

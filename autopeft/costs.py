@@ -18,4 +18,9 @@ TRIAL_FIGURES: dict[str, str] = {
     "best_epoch": "the epoch whose adapter was kept (best dev metric)",
     "eval_seconds": "wall time of the dev evaluation",
     "trial_seconds": "wall time of the whole trial",
+    "train_steps": "optimizer steps taken over all training stages (the compute a trial spent)",
 }
+
+#: the costs known part-way through training, at a scheduler's rungs (parameter counts are
+#: final from the start unless a strategy grows or prunes; memory is the peak so far)
+RUNG_COSTS = frozenset({"trainable_params", "trainable_percent", "base_params", "peak_memory_mb"})

@@ -204,7 +204,7 @@ class _Monitor:
 
     def on_epoch(self, trial_id: str, point: dict[str, float]) -> None:
         # Tune adds its own bookkeeping (pid, time_this_iter_s, ...) to every report.
-        point = {k: v for k, v in point.items() if k in ("epoch", "train_loss") or k.startswith("dev_")}
+        point = {k: v for k, v in point.items() if k in _CURVE_KEYS or k.startswith("dev_")}
         record = self.records[trial_id]
         record.curves.append(point)
         with self.tracking:
@@ -219,6 +219,15 @@ class _Monitor:
         record.feasible = meets(record, self.constraints, self.objectives)
         record.strategy_report = json.loads(result.get(STRATEGY_REPORT) or "{}")
         record.adapter_dir = adapter_dir
+        self._finished(record)
+
+    def on_stopped(self, trial_id: str, result: dict[str, Any]) -> None:
+        # Its objectives are those at the rung where it stopped: a low-fidelity observation,
+        # kept for the record and never on the front.
+        record = self.records[trial_id]
+        record.status = "stopped"
+        record.objectives = {o.name: float(result[OBJECTIVE_PREFIX + o.name]) for o in self.objectives}
+        record.metrics = {k: float(v) for k, v in result.items() if k in _CURVE_KEYS or k.startswith("dev_")}
         self._finished(record)
 
     def on_failed(self, trial_id: str, error: str) -> None:
@@ -239,9 +248,12 @@ class _Monitor:
         front = front_of(records, self.objectives)
         hv = self.hypervolume.curve[-1] if self.hypervolume.curve else 0.0
         self.progress.update(done, sum(r.status == "running" for r in records),
-                             sum(r.status == "failed" for r in records), len(front), hv)
+                             sum(r.status == "failed" for r in records), len(front), hv,
+                             stopped=sum(r.status == "stopped" for r in records))
 
 
+#: what a trial's curve point keeps: where in training it is, and the training loss
+_CURVE_KEYS = ("epoch", "step", "progress", "train_steps", "train_loss")
 #: per-stage figures of a trial (``search_stage_seconds``, ``train_stage_examples_per_second``)
 _STAGE_SUFFIXES = ("_stage_seconds", "_stage_examples_per_second")
 
@@ -273,7 +285,8 @@ def run_search(config: SearchConfig, *, progress: bool = True) -> SearchResult:
               "dev_examples": len(setup.dev_tokens), "test_examples": len(setup.data.test),
               "data": setup.data.description, "labels": ",".join(setup.data.label_names),
               "data_notes": "; ".join(setup.data.notes) or "none",
-              **{f"fidelity.{k}": v for k, v in dataclasses.asdict(config.fidelity).items()}}
+              **{f"fidelity.{k}": v for k, v in dataclasses.asdict(config.fidelity).items()},
+              **{f"early_stopping.{k}": v for k, v in dataclasses.asdict(config.early_stopping).items()}}
     run_id = tracker.start_search(name, params, objectives)
     tracker.client.log_dict(run_id, config_record(config), CONFIG_ARTIFACT)
     if progress:
@@ -284,7 +297,7 @@ def run_search(config: SearchConfig, *, progress: bool = True) -> SearchResult:
     try:
         timings = run_trials(setup, optimizer, trials=config.trials, concurrency=config.concurrency,
                              listeners=[monitor], storage=out_dir / "ray" / name,
-                             ray_address=config.ray_address)
+                             ray_address=config.ray_address, early_stopping=config.early_stopping)
         line.close()
         timings["tracking_seconds"] = monitor.tracking.seconds
         result = _finish(config, setup, tracker, monitor, objectives, run_id, started, timings)
@@ -292,7 +305,7 @@ def run_search(config: SearchConfig, *, progress: bool = True) -> SearchResult:
         line.close()
         for record in monitor.records.values():
             if record.status == "running":
-                record.status, record.error = "stopped", "the search ended before the trial finished"
+                record.status, record.error = "interrupted", "the search ended before the trial finished"
                 tracker.finish_trial(record)
         tracker.fail_search(f"{type(err).__name__}: {err}")
         raise

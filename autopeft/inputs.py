@@ -11,11 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from autopeft.config import SearchConfig
-from autopeft.costs import COSTS, TRIAL_FIGURES
+from autopeft.costs import COSTS, RUNG_COSTS, TRIAL_FIGURES
 from autopeft.errors import ConfigError, DataError, ModelError, ObjectiveError
 from autopeft.objectives import Objective, resolve_objectives
 from autopeft.optimizers.base import OPTIMIZERS
 from autopeft.optimizers.outcomes import OutcomeConstraint, parse_constraints
+from autopeft.schedulers import SCHEDULERS
 from autopeft.space import SpaceSpec, load_space
 
 #: the metrics outcome constraints may name besides objectives and ``dev_*`` metrics
@@ -44,6 +45,7 @@ def check_inputs(config: SearchConfig) -> CheckedInputs:
     if config.optimizer not in OPTIMIZERS:
         raise ConfigError(f"unknown optimizer '{config.optimizer}'; choose one of {OPTIMIZERS.names()}",
                           key="optimizer")
+    check_early_stopping(config, objectives)
     constraints = outcome_constraints(config, [o.name for o in objectives])
     spec = load_space(config.space)
     for key in ("train_file", "dev_file", "test_file"):
@@ -55,6 +57,22 @@ def check_inputs(config: SearchConfig) -> CheckedInputs:
     if config.model:
         check_model_reference(config.model)
     return CheckedInputs(objectives, constraints, spec)
+
+
+def check_early_stopping(config: SearchConfig, objectives: list[Objective]) -> None:
+    """A known scheduler; with early stopping, objectives that can be judged part-way through
+    training (quality on dev, and the costs of RUNG_COSTS)."""
+    name = config.early_stopping.scheduler
+    if name not in SCHEDULERS:
+        raise ConfigError(f"unknown scheduler '{name}'; choose one of {SCHEDULERS.names()}",
+                          key="early_stopping.scheduler")
+    if name == "fifo":
+        return
+    for o in objectives:
+        if not o.test and o.name not in RUNG_COSTS:
+            raise ConfigError(f"objective '{o.name}' is known only when a trial ends, so trials cannot "
+                              f"be judged on it part-way; early stopping works with quality objectives "
+                              f"and {sorted(RUNG_COSTS)} (or use --scheduler fifo)", key="early_stopping.scheduler")
 
 
 def outcome_constraints(config: SearchConfig, objective_names: list[str]) -> list[OutcomeConstraint]:

@@ -18,11 +18,13 @@ class ProgressLine:
         self.start = time.monotonic()
         self._last = ""
 
-    def update(self, done: int, running: int, failed: int, front: int, hypervolume: float) -> None:
+    def update(self, done: int, running: int, failed: int, front: int, hypervolume: float,
+               stopped: int = 0) -> None:
         if not self.enabled:
             return
         elapsed = time.monotonic() - self.start
-        text = (f"[autopeft] trials {done}/{self.total} done, {running} running, {failed} failed"
+        early = f", {stopped} stopped early" if stopped else ""
+        text = (f"[autopeft] trials {done + stopped}/{self.total} done{early}, {running} running, {failed} failed"
                 f" | front {front} | hypervolume {hypervolume:.4g} | {elapsed:.0f}s")
         if text == self._last:
             return

@@ -24,7 +24,7 @@ class TrialRecord:
     number: int
     trial_id: str
     config: dict[str, Any]
-    status: str = "running"  # running | completed | failed | stopped
+    status: str = "running"  # running | completed | stopped (early, by the scheduler) | failed | interrupted
     objectives: dict[str, float] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
     curves: list[dict[str, float]] = field(default_factory=list)

@@ -7,14 +7,15 @@ single writer however many trials run at once.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pickle
-from collections.abc import Iterator
-from contextlib import contextmanager
 import tempfile
 import time
 import traceback
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -25,12 +26,13 @@ from ray import tune
 from ray.tune import Callback, Checkpoint
 from ray.tune.search import Searcher
 
+from autopeft.config import EarlyStopping
 from autopeft.optimizers import Optimizer
+from autopeft.schedulers import make_scheduler
 from autopeft.space import Config
-from autopeft.trial import SearchSetup, run_trial
+from autopeft.trial import OBJECTIVE_PREFIX, SearchSetup, run_trial
 
 STATUS = "autopeft_status"
-OBJECTIVE_PREFIX = "objective/"
 #: the result key holding the strategy's report, as JSON (Tune flattens nested results)
 STRATEGY_REPORT = "strategy_report"
 
@@ -41,7 +43,14 @@ class TrialListener(Protocol):
     def on_start(self, trial_id: str, config: Config) -> None: ...
     def on_epoch(self, trial_id: str, point: dict[str, float]) -> None: ...
     def on_complete(self, trial_id: str, result: dict[str, Any], adapter_dir: Path | None) -> None: ...
+    def on_stopped(self, trial_id: str, result: dict[str, Any]) -> None: ...
     def on_failed(self, trial_id: str, error: str) -> None: ...
+
+
+def _numbers(result: Mapping[str, Any]) -> dict[str, float]:
+    """Every number of a trial's result, objectives by their plain name."""
+    return {k.removeprefix(OBJECTIVE_PREFIX): float(v) for k, v in result.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 @contextmanager
@@ -60,10 +69,13 @@ def single_thread() -> Iterator[None]:
 class OptimizerSearcher(Searcher):
     """Ray Tune's face of an autopeft :class:`Optimizer` (ask on suggest, tell on complete)."""
 
-    def __init__(self, optimizer: Optimizer, objective_names: list[str]) -> None:
+    def __init__(self, optimizer: Optimizer, objective_names: list[str],
+                 stopped: Mapping[str, float] | None = None) -> None:
         super().__init__()
         self.optimizer = optimizer
         self.objective_names = objective_names
+        #: trials the scheduler stopped early (Tune trial id -> progress then)
+        self.stopped = stopped if stopped is not None else {}
         self._pending: dict[str, Config] = {}
         self.suggest_seconds = 0.0
 
@@ -79,15 +91,18 @@ class OptimizerSearcher(Searcher):
         config = self._pending.pop(trial_id, None)
         if config is None:
             return
-        ok = not error and result is not None and result.get(STATUS) == "completed"
-        values = [result[OBJECTIVE_PREFIX + n] for n in self.objective_names] if ok else None
+        result = result or {}
+        ok = not error and result.get(STATUS) == "completed"
+        stopped = not error and trial_id in self.stopped
+        values = [result[OBJECTIVE_PREFIX + n] for n in self.objective_names] if ok or stopped else None
         # Every number the trial reported (objectives by name, dev metrics, cost, timing) is
         # available to outcome constraints, e.g. {"peak_memory_gb": ("<=", 8)}.
-        metrics = {k.removeprefix(OBJECTIVE_PREFIX): float(v) for k, v in (result or {}).items()
-                   if isinstance(v, (int, float)) and not isinstance(v, bool)} if ok else None
         started = time.perf_counter()
         with single_thread():
-            self.optimizer.tell(config, values, metrics)
+            if stopped:
+                self.optimizer.tell_stopped(config, values, _numbers(result), fidelity=self.stopped[trial_id])
+            else:
+                self.optimizer.tell(config, values, _numbers(result) if ok else None)
         self.suggest_seconds += time.perf_counter() - started
 
     # Tune checkpoints its searcher; the optimizer's whole state is one picklable object.
@@ -103,14 +118,15 @@ class OptimizerSearcher(Searcher):
 class _Forward(Callback):
     """Forwards Tune's trial events to the listeners."""
 
-    def __init__(self, listeners: list[TrialListener]) -> None:
+    def __init__(self, listeners: list[TrialListener], stopped: Mapping[str, float]) -> None:
         self.listeners = listeners
+        self.stopped = stopped
         self._done: set[str] = set()
 
     # Tune pickles its callbacks with the experiment state; listeners hold live connections
     # (MLflow client, terminal) that belong to this driver process only.
     def __getstate__(self) -> dict:
-        return {"listeners": [], "_done": self._done}
+        return {"listeners": [], "stopped": dict(self.stopped), "_done": self._done}
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         for listener in self.listeners:
@@ -130,6 +146,9 @@ class _Forward(Callback):
             adapter = Path(trial.checkpoint.path) / "adapter" if trial.checkpoint else None
             for listener in self.listeners:
                 listener.on_complete(trial.trial_id, result, adapter)
+        elif trial.trial_id in self.stopped:
+            for listener in self.listeners:
+                listener.on_stopped(trial.trial_id, result)
         else:
             for listener in self.listeners:
                 listener.on_failed(trial.trial_id, result.get("error", "trial ended without a result"))
@@ -175,10 +194,11 @@ def plan_resources(concurrency: int) -> Resources:
 
 
 def run_trials(setup: SearchSetup, optimizer: Optimizer, *, trials: int, concurrency: int,
-               listeners: list[TrialListener], storage: Path, ray_address: str | None = None
-               ) -> dict[str, float]:
+               listeners: list[TrialListener], storage: Path, ray_address: str | None = None,
+               early_stopping: EarlyStopping | None = None) -> dict[str, float]:
     """Run ``trials`` trials, ``concurrency`` at a time, on a local Ray (started and shut down
-    here) or on the cluster at ``ray_address``. Returns where the driver's time went."""
+    here) or on the cluster at ``ray_address``, stopping some early as ``early_stopping``
+    says. Returns where the driver's time went."""
     timings = {"ray_start_seconds": 0.0}
     started = time.perf_counter()
     # Tune's own console reporter would interleave with autopeft's progress line.
@@ -191,16 +211,18 @@ def run_trials(setup: SearchSetup, optimizer: Optimizer, *, trials: int, concurr
         timings["ray_start_seconds"] = time.perf_counter() - started
     try:
         resources = plan_resources(concurrency)
+        scheduler = make_scheduler({o.name: o.direction for o in setup.objectives}, early_stopping or EarlyStopping())
+        setup = dataclasses.replace(setup, milestones=scheduler.milestones)
         trainable = tune.with_resources(
             tune.with_parameters(_trainable, setup=setup, threads=resources.cpus_per_trial),
             {"cpu": resources.cpus_per_trial, "gpu": resources.gpus_per_trial})
-        searcher = OptimizerSearcher(optimizer, [o.name for o in setup.objectives])
+        searcher = OptimizerSearcher(optimizer, [o.name for o in setup.objectives], scheduler.stopped)
         tuner = tune.Tuner(
             trainable,
-            tune_config=tune.TuneConfig(search_alg=searcher, num_samples=trials,
+            tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=trials,
                                         max_concurrent_trials=concurrency, reuse_actors=True),
             run_config=tune.RunConfig(name="trials", storage_path=str(storage.resolve()), verbose=0,
-                                      callbacks=[_Forward(listeners)],
+                                      callbacks=[_Forward(listeners, scheduler.stopped)],
                                       checkpoint_config=tune.CheckpointConfig(num_to_keep=None)),
         )
         fit_started = time.perf_counter()

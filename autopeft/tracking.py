@@ -23,7 +23,7 @@ from autopeft.records import ObjectiveInfo, TrialRecord, front_of, parse_param
 
 # Every tag autopeft writes, here only: this module writes them and reads them back.
 ROLE = "autopeft.role"                # "search" on the parent run, "trial" on a child
-STATUS = "autopeft.status"            # running | completed | failed | stopped
+STATUS = "autopeft.status"            # running | completed | stopped | failed | interrupted
 FEASIBLE = "autopeft.feasible"        # "false" on a completed trial that breaks an outcome constraint
 PARETO = "autopeft.pareto"            # "true" on the front's members once the search ends
 OBJECTIVES = "autopeft.objectives"    # JSON [[name, direction], ...] on the parent
@@ -96,13 +96,14 @@ class SearchTracker:
         self._log_params(record.run_id, {"strategy": record.strategy, **record.config})
 
     def log_epoch(self, record: TrialRecord, point: dict[str, float]) -> None:
-        step = int(point.get("epoch", 0))
+        step = int(point.get("step", point.get("epoch", 0)))
         metrics = [Metric(k, float(v), _now_ms(), step) for k, v in point.items()
-                   if k != "epoch" and isinstance(v, (int, float))]
+                   if k != "step" and isinstance(v, (int, float))]
         self.client.log_batch(record.run_id, metrics=metrics)
 
     def finish_trial(self, record: TrialRecord) -> None:
-        status = "FINISHED" if record.status == "completed" else "FAILED"
+        # A trial stopped early did what it was asked to (a low-fidelity observation).
+        status = "FINISHED" if record.status in ("completed", "stopped") else "FAILED"
         values = {**record.metrics, **record.objectives}
         metrics = [Metric(k, float(v), _now_ms(), 0) for k, v in values.items()]
         tags = [RunTag(STATUS, record.status)]

@@ -9,7 +9,7 @@ more plainly than Trainer subclasses and callbacks would.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -187,14 +187,17 @@ def _cycle(loader: Iterable[dict], epochs: int | None) -> Iterator[tuple[int, di
 def train(model: torch.nn.Module, task: Task, train_loader: DataLoader, dev_loader: DataLoader | None,
           hp: Hyperparameters, fidelity: Fidelity, device: torch.device,
           on_epoch: Callable[[dict[str, float]], None] | None = None,
-          hooks: Sequence[TrainingHooks] = (), steps: int | None = None) -> TrainOutcome:
+          hooks: Sequence[TrainingHooks] = (), steps: int | None = None,
+          checkpoints: Collection[int] = (), on_checkpoint: OnCheckpoint | None = None) -> TrainOutcome:
     """Train the trainable parameters of ``model`` for ``steps`` optimizer steps (default: the
     fidelity's epochs, capped by ``max_steps``).
 
     With a ``dev_loader`` the dev metric is computed after every epoch and the epoch with the
     best one is kept (its weights restored at the end, unless a hook changes the model's
     shape while training: then the last epoch is kept); without one (a strategy's search or
-    estimation stage) the loop just trains, for as many passes as ``steps`` needs.
+    estimation stage) the loop just trains, for as many passes as ``steps`` needs. After each
+    step in ``checkpoints`` (before the last) dev is evaluated too and ``on_checkpoint`` told
+    (rungs of early stopping; such a point is never kept as the best epoch).
     """
     evaluating = dev_loader is not None
     total = planned_steps(len(train_loader), fidelity) if steps is None else steps
@@ -219,6 +222,8 @@ def train(model: torch.nn.Module, task: Task, train_loader: DataLoader, dev_load
             _step(loop, to_device(batch, device), hooks)
             epochs.losses.append(loop.loss.item())
             outcome.examples_seen += len(next(iter(batch.values())))
+            if evaluating and loop.step in checkpoints and loop.step < total and on_checkpoint:
+                on_checkpoint(*epochs.checkpoint(), loop)
         epochs.end()
         for hook in hooks:
             hook.on_train_end(loop)
@@ -251,6 +256,10 @@ def _step(loop: TrainingLoop, batch: dict[str, torch.Tensor], hooks: Sequence[Tr
     loop.step += 1
 
 
+#: ``(point, evaluation, loop)`` at a checkpoint: the curve point as an epoch's end reports it
+OnCheckpoint = Callable[[dict[str, float], Evaluation, TrainingLoop], None]
+
+
 class _Epochs:
     """End-of-epoch work: dev evaluation, the curve point, the best epoch's weights, hooks."""
 
@@ -262,16 +271,36 @@ class _Epochs:
         self.losses: list[float] = []
         self.clock = Stopwatch()
         self.best_state: dict[str, torch.Tensor] = {}
+        #: the last checkpoint's (step, evaluation): an epoch ending there reuses it
+        self._last: tuple[int, Evaluation] | None = None
+
+    def _evaluate(self) -> Evaluation:
+        loop = self.loop
+        if self._last is not None and self._last[0] == loop.step:
+            return self._last[1]
+        loop.model.eval()
+        with self.clock:
+            evaluation = loop.task.evaluate(loop.model, (to_device(b, loop.device) for b in self.dev_loader))
+        loop.model.train()
+        return evaluation
+
+    def _point(self, evaluation: Evaluation, epoch: float) -> dict[str, float]:
+        loop = self.loop
+        return {"epoch": epoch, "step": float(loop.step), "progress": loop.step / max(loop.total_steps, 1),
+                "train_loss": sum(self.losses) / max(len(self.losses), 1),
+                "dev_loss": evaluation.loss, **{f"dev_{k}": v for k, v in evaluation.metrics.items()}}
+
+    def checkpoint(self) -> tuple[dict[str, float], Evaluation]:
+        """Dev evaluation in the middle of an epoch, and its curve point (epochs as a fraction)."""
+        evaluation = self._evaluate()
+        self._last = (self.loop.step, evaluation)
+        return self._point(evaluation, self.loop.step / max(len(self.loop.train_loader), 1)), evaluation
 
     def end(self) -> None:
         loop, evaluation = self.loop, None
         if self.dev_loader is not None:
-            loop.model.eval()
-            with self.clock:
-                evaluation = loop.task.evaluate(loop.model, (to_device(b, loop.device) for b in self.dev_loader))
-            loop.model.train()
-            point = {"epoch": float(loop.epoch), "train_loss": sum(self.losses) / max(len(self.losses), 1),
-                     "dev_loss": evaluation.loss, **{f"dev_{k}": v for k, v in evaluation.metrics.items()}}
+            evaluation = self._evaluate()
+            point = self._point(evaluation, float(loop.epoch))
             if self.on_epoch:
                 self.on_epoch(point)
             metric = evaluation.metrics[loop.task.primary_metric]

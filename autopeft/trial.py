@@ -29,7 +29,10 @@ from autopeft.space import Config, SearchSpace
 from autopeft.strategies import StrategyContext, TrainingStrategy, make_strategy
 from autopeft.tasks.base import Evaluation, Task, TaskData
 from autopeft.config import Fidelity
-from autopeft.training import Hyperparameters, planned_steps, train
+from autopeft.training import Hyperparameters, TrainingLoop, planned_steps, train
+
+#: the prefix of objective values in what a trial reports (rungs and the final result)
+OBJECTIVE_PREFIX = "objective/"
 
 
 
@@ -47,6 +50,9 @@ class SearchSetup:
     objectives: list[Objective]
     fidelity: Fidelity
     seed: int = 0
+    #: fractions of a trial's (last stage's) training at which it reports its objectives on
+    #: dev to the scheduler (the rungs of early stopping)
+    milestones: tuple[float, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -135,7 +141,7 @@ def run_trial(setup: SearchSetup, config: Config, *, save_to: Path | None = None
     trial = _Trial(setup, config)
     strategy, fidelity = trial.strategy, setup.fidelity
     dev_loader = trial.loader(setup.dev_tokens, 64, False)
-    seen, eval_seconds, timing = 0, 0.0, {}
+    seen, eval_seconds, timing, steps_done = 0, 0.0, {}, 0
     with PeakMemory(trial.device) as memory, Stopwatch() as wall:
         for stage in strategy.stages:
             strategy.stage = stage
@@ -144,10 +150,14 @@ def run_trial(setup: SearchSetup, config: Config, *, save_to: Path | None = None
             steps = strategy.stage_steps(stage, planned_steps(len(train_loader), fidelity) if last
                                          else strategy.ctx.planned_steps)
             model, base_params = trial.build(stage, steps, train_loader)
+            rungs = _Rungs(trial, setup, config, memory, base_params, steps_done, on_epoch) if last else None
             outcome = train(model, setup.task, train_loader, dev_loader if last else None, trial.hp, fidelity,
                             trial.device, on_epoch if last else None,
-                            hooks=[*trial.builder.training_hooks(model), strategy], steps=steps)
+                            hooks=[*trial.builder.training_hooks(model), strategy], steps=steps,
+                            checkpoints={math.ceil(f * steps) for f in setup.milestones} if last else (),
+                            on_checkpoint=rungs)
             seen += outcome.examples_seen
+            steps_done += outcome.steps
             eval_seconds += outcome.eval_seconds
             timing[f"{stage}_stage_seconds"] = outcome.train_seconds
             timing[f"{stage}_stage_examples_per_second"] = outcome.examples_seen / max(outcome.train_seconds, 1e-9)
@@ -173,9 +183,39 @@ def run_trial(setup: SearchSetup, config: Config, *, save_to: Path | None = None
     objectives = {o.name: o(output) for o in setup.objectives}
     if save_to is not None:
         save_adapter(model, save_to, setup, config, trial)
-    timing.update(trial_seconds=time.perf_counter() - started, eval_seconds=eval_seconds)
+    timing.update(trial_seconds=time.perf_counter() - started, eval_seconds=eval_seconds,
+                  train_steps=float(steps_done))
     return TrialResult(objectives, outcome.best.metrics, cost, outcome.curves, outcome.best_epoch, timing,
                        {"name": strategy.name, **strategy.report()}, model if keep_model else None)
+
+
+class _Rungs:
+    """At a rung, the objectives that can be known mid-training, added to the curve point for
+    the scheduler: quality objectives on this evaluation, costs of :data:`RUNG_COSTS` as
+    measured so far (parameter counts are final already, unless a strategy grows or prunes)."""
+
+    def __init__(self, trial: _Trial, setup: SearchSetup, config: Config, memory: PeakMemory,
+                 base_params: int, steps_before: int, report: Callable[[dict[str, float]], None] | None) -> None:
+        self.trial, self.setup, self.config, self.memory = trial, setup, config, memory
+        self.base_params, self.steps_before, self.report = base_params, steps_before, report
+
+    def __call__(self, point: dict[str, float], evaluation: Evaluation, loop: TrainingLoop) -> None:
+        if self.report is None:
+            return
+        setup, trainable = self.setup, count_parameters(loop.model)[0]
+        cost = {"trainable_params": float(trainable),
+                "trainable_percent": 100.0 * trainable / setup.layout.num_parameters,
+                "base_params": float(self.base_params), "peak_memory_mb": self.memory.peak_mb}
+        output = TrialOutput(config=dict(self.config), values=self.trial.values, model=loop.model,
+                             tokenizer=self.trial.tokenizer, predictions=evaluation.predictions,
+                             labels=evaluation.labels, metrics=evaluation.metrics, cost=cost,
+                             label_names=setup.data.label_names, device=str(self.trial.device))
+        loop.model.eval()
+        try:
+            values = {f"{OBJECTIVE_PREFIX}{o.name}": o(output) for o in setup.objectives}
+        finally:
+            loop.model.train()
+        self.report({**point, "train_steps": float(self.steps_before + loop.step), **values})
 
 
 def save_adapter(model: torch.nn.Module, path: Path, setup: SearchSetup, config: Config,

@@ -12,16 +12,15 @@ import numpy as np
 import pytest
 
 from autopeft import cli
-from autopeft.config import DataConfig, Fidelity, SearchConfig
+from autopeft.config import SECTIONS, SearchConfig
 from autopeft.describe import count_configurations
 from autopeft.space import load_space, presets
 
 
 def config_fields():
     for f in dataclasses.fields(SearchConfig):
-        if f.name in ("data", "fidelity"):
-            nested = DataConfig if f.name == "data" else Fidelity
-            yield from ((f"{f.name}.{g.name}", g) for g in dataclasses.fields(nested))
+        if f.name in SECTIONS:
+            yield from ((f"{f.name}.{g.name}", g) for g in dataclasses.fields(SECTIONS[f.name]))
         elif f.metadata.get("cli", True):
             yield f.name, f
 

@@ -42,6 +42,17 @@ class Optimizer(ABC):
         """The objective values of ``config`` (user directions), or ``None`` if it failed;
         ``metrics``: other measured quantities by name, for outcome constraints."""
 
+    def tell_stopped(self, config: Config, values: Sequence[float], metrics: Mapping[str, float] | None = None,
+                     *, fidelity: float) -> None:
+        """``config``'s trial was stopped early (a scheduler's rung) after ``fidelity`` (a
+        fraction) of its training, with these objective values then: a low-fidelity
+        observation, pessimistic in quality for a trial that would have trained on.
+
+        By default it is told as an observation: the optimizer learns that the region ranked
+        low when judged, which is why it was stopped. Optimizers that model fidelity override
+        this."""
+        self.tell(config, values, metrics)
+
 
 def sample_unseen(space: SearchSpace, rng: np.random.Generator, asked: Collection[tuple],
                   draws: int = 1000) -> Config:

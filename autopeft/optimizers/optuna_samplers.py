@@ -136,6 +136,15 @@ class OptunaOptimizer(Optimizer):
             else:  # None, NaN or inf: a failed trial
                 self.study.tell(trial, state=TrialState.FAIL)
 
+    def tell_stopped(self, config: Config, values: Sequence[float], metrics: Mapping[str, float] | None = None,
+                     *, fidelity: float) -> None:
+        # Optuna's multi-objective samplers read only COMPLETE trials (a PRUNED one would be
+        # thrown away): told complete, with its fidelity kept on the trial for the record.
+        trial = self._trials.get(self.space.key(self.space.canonical(config)))
+        if trial is not None:
+            trial.set_user_attr("fidelity", float(fidelity))
+        self.tell(config, values, metrics)
+
     def _register(self, key: tuple, config: Config, trial: Trial) -> Config:
         self._asked.add(key)
         self._trials[key] = trial

@@ -1,0 +1,37 @@
+"""The scheduler interface: a Ray Tune ``TrialScheduler`` that also says where trials report."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from ray.tune.schedulers import FIFOScheduler
+
+from autopeft.config import EarlyStopping
+from autopeft.schedulers import register_scheduler
+
+#: the fraction of its training a trial had done at a report (see :func:`autopeft.trial.run_trial`)
+PROGRESS = "progress"
+
+
+class Scheduler(FIFOScheduler):
+    """Runs every trial to its end (``fifo``); the base of autopeft's schedulers.
+
+    ``objectives``: name -> ``"maximize"``/``"minimize"`` of the search's objectives.
+    """
+
+    def __init__(self, objectives: Mapping[str, str], settings: EarlyStopping) -> None:
+        super().__init__()
+        self.objectives = dict(objectives)
+        self.settings = settings
+        #: the trials stopped early, by Tune trial id, with the progress at which they stopped
+        self.stopped: dict[str, float] = {}
+
+    @property
+    def milestones(self) -> tuple[float, ...]:
+        """Fractions of each trial's training at which it evaluates on dev and reports its
+        objectives (none: trials report after each epoch only)."""
+        return ()
+
+
+# Registered here, not by decorator: the registry's check needs the class bound first.
+register_scheduler("fifo")(Scheduler)
