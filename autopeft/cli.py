@@ -23,6 +23,9 @@ from typing import Any
 from autopeft.config import DEFAULT_DIR, SECTIONS, Fidelity, SearchConfig, load_config
 from autopeft.errors import AutopeftError
 
+BASELINES_HELP = ("also train the standard hand-made configurations alike (full fine-tuning, LoRA r 8 on "
+                  "query/value, LoRA on every linear layer, a bottleneck adapter, IA3) and show them with "
+                  "the front")
 EXIT_OK, EXIT_NO_FEASIBLE, EXIT_BAD_INPUT, EXIT_CRASH, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 FORMATS = ("table", "json", "csv")
 
@@ -44,7 +47,9 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, prefix: str = "
         kind = str(f.type)
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         shown = "" if default in (None, [], {}) or not defaults else f" (default: {default})"
-        if kind.startswith("list"):
+        if kind == "bool":
+            parser.add_argument(flag, dest=prefix + f.name, action="store_true", default=None, help=meta["help"])
+        elif kind.startswith("list"):
             parser.add_argument(flag, dest=prefix + f.name, action="append", metavar="NAME",
                                 help=f"{meta['help']} (default: {', '.join(default)})")
         else:
@@ -80,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("evaluate", help="retrain a search's front at full fidelity with several seeds "
                                         "and report dev and test mean and sd")
     v.add_argument("--seeds", type=int, default=3, help="training seeds per front member (default: 3)")
+    v.add_argument("--baselines", action="store_true", help=BASELINES_HELP)
     add_config_flags(v.add_argument_group("fidelity (default: the search's, with every training and dev "
                                           "example)"), Fidelity, "fidelity.", defaults=False)
     add_store_flags(v)
@@ -131,7 +137,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     if result.evaluation is not None:
         from autopeft.evaluation import format_evaluation
 
-        print(f"\nThe front retrained at full fidelity, {config.final_seeds} seeds (mean ± sd):\n")
+        print(f"\nThe front retrained at full fidelity, {config.final_seeds} seeds (mean ± sd)"
+              f"{', with the baselines' if config.baselines else ''}:\n")
         print(format_evaluation(result.evaluation, result.objectives))
     print(f"\nMLflow run {result.run_id} in {result.tracking_uri}")
     print(f"artifacts (pareto_front.csv/.png/.html, adapters/): {result.artifact_uri}")
@@ -181,9 +188,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     fidelity = {k.split(".", 1)[1]: v for k, v in vars(args).items() if k.startswith("fidelity.") and v is not None}
     table = evaluate(args.run_id, experiment=args.experiment, tracking_uri=args.tracking_uri,
-                     output_dir=args.output_dir, seeds=args.seeds, fidelity=fidelity)
+                     output_dir=args.output_dir, seeds=args.seeds, fidelity=fidelity,
+                     baselines=["all"] if args.baselines else None)
     print(format_evaluation(table, table.attrs["objectives"]))
-    print("\nruns nested under the search (tag autopeft.role=evaluation); evaluation.csv in its artifacts")
+    print("\nruns nested under the search (tags autopeft.role=evaluation, =baseline); evaluation.csv and "
+          "evaluation_front.png/.html in its artifacts")
     return EXIT_OK
 
 

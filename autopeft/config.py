@@ -92,6 +92,9 @@ class SearchConfig:
     output_dir: str = field(default=str(DEFAULT_DIR), metadata=_help("where local runs and artifacts go"))
     final_seeds: int = field(default=0, metadata=_help(
         "after the search, retrain the front at full fidelity with this many seeds (autopeft evaluate)"))
+    baselines: bool = field(default=False, metadata=_help(
+        "with --final-seeds: also train the standard hand-made configurations (full fine-tuning, LoRA r 8 "
+        "on query/value, LoRA on every linear layer, a bottleneck adapter, IA3) alike, for comparison"))
 
     def check(self) -> None:
         given = [f"data.{k}" for k, v in dataclasses.asdict(self.data).items() if v is not None]
@@ -107,6 +110,11 @@ class SearchConfig:
             if not isinstance(value, int) or isinstance(value, bool) or value < least:
                 raise ConfigError(f"must be a {'non-negative' if least == 0 else 'positive'} "
                                   f"integer, got {value!r}", key=name)
+        if not isinstance(self.baselines, bool):
+            raise ConfigError(f"must be true or false, got {self.baselines!r}", key="baselines")
+        if self.baselines and not self.final_seeds:
+            raise ConfigError("baselines are trained in the final evaluation: give final_seeds too "
+                              "(--final-seeds K)", key="baselines")
         for f in dataclasses.fields(Fidelity):
             value = getattr(self.fidelity, f.name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):

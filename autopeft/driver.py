@@ -313,7 +313,8 @@ def run_search(config: SearchConfig, *, progress: bool = True) -> SearchResult:
         from autopeft.evaluation import evaluate
 
         result.evaluation = evaluate(run_id, experiment=config.experiment, tracking_uri=result.tracking_uri,
-                                     seeds=config.final_seeds, objectives=config.objectives, progress=progress)
+                                     seeds=config.final_seeds, objectives=config.objectives, progress=progress,
+                                     baselines=["all"] if config.baselines else None)
     return result
 
 

@@ -33,13 +33,19 @@ FULL = {"max_train_examples": None, "max_eval_examples": None}
 
 @dataclass
 class MemberEvaluation:
-    """One front member retrained with several seeds."""
+    """One front member (or baseline) retrained with several seeds."""
 
     trial: TrialRecord
     dev: dict[str, list[float]] = field(default_factory=dict)   # objective -> one value per seed
     test: dict[str, list[float]] = field(default_factory=dict)  # test metric -> one value per seed
     errors: list[str] = field(default_factory=list)
     on_front: bool = False
+    #: the baseline's name; None for a front member
+    baseline: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.baseline or self.trial.name
 
     def mean(self, name: str) -> float:
         return float(np.mean(self.dev[name]))
@@ -60,14 +66,17 @@ def stored_config(client: MlflowClient, stored: StoredSearch) -> SearchConfig:
 
 def evaluate_front(client: MlflowClient, stored: StoredSearch, *, seeds: int = 3,
                    fidelity: dict[str, Any] | None = None, objectives: list[Any] | None = None,
-                   progress: bool = True) -> list[MemberEvaluation]:
+                   baselines: list[str] | None = None, progress: bool = True) -> list[MemberEvaluation]:
     """Retrain each front member of ``stored`` with ``seeds`` training seeds at full fidelity
     (all examples; ``fidelity`` overrides any of its fields) on the search's own data splits,
     log each run under the search, and mark the members that stay on the front of the means.
-    ``objectives`` replaces the stored ones (needed for objectives defined in Python)."""
+    ``objectives`` replaces the stored ones (needed for objectives defined in Python).
+    ``baselines`` (names, or ``["all"]``) are trained the same way and join the front of the
+    means, so that a member a hand-made configuration beats drops off it."""
+    from autopeft.baselines import baseline_setup, resolve_baselines
     from autopeft.driver import load_setup
-    from autopeft.trial import run_trial, score_adapter
 
+    chosen = resolve_baselines(baselines) if baselines else []
     if seeds < 1:
         raise AutopeftError(f"must be a positive integer, got {seeds}", key="--seeds")
     front = stored.front()
@@ -82,33 +91,45 @@ def evaluate_front(client: MlflowClient, stored: StoredSearch, *, seeds: int = 3
         config.objectives = list(objectives)
     setup = load_setup(config)  # the search's seed: the same data splits as the search
     names = [o.name for o in setup.objectives]
+    jobs = [(MemberEvaluation(member), setup) for member in front]
+    for baseline in chosen:
+        pinned = baseline_setup(setup, baseline)
+        record = TrialRecord(0, baseline.name, pinned.space.fixed, status="completed")
+        jobs.append((MemberEvaluation(record, baseline=baseline.name), pinned))
     results = []
-    for member in front:
-        evaluation = MemberEvaluation(member)
+    for evaluation, job_setup in jobs:
         for i in range(seeds):
             seed = config.seed + i
             if progress:
-                print(f"evaluating {member.name}, seed {seed} ({i + 1}/{seeds})", file=sys.stderr)
-            run_id = evaluation_run(client, stored, member, seed, config.fidelity)
-            try:
-                with tempfile.TemporaryDirectory() as tmp:
-                    seeded = dataclasses.replace(setup, seed=seed)
-                    result = run_trial(seeded, member.config, save_to=Path(tmp) / "adapter")
-                    cost = {k: v for k, v in result.cost.items() if k in COSTS}
-                    test = score_adapter(seeded, Path(tmp) / "adapter", setup.data.test, member.config, cost)
-            except Exception as err:  # one failed retraining leaves the others standing
-                evaluation.errors.append(f"seed {seed}: {type(err).__name__}: {err}")
-                finish_evaluation_run(client, run_id, {}, {}, error=evaluation.errors[-1])
-                continue
-            for name in names:
-                evaluation.dev.setdefault(name, []).append(result.objectives[name])
-            for name, value in test.items():
-                evaluation.test.setdefault(name, []).append(value)
-            finish_evaluation_run(client, run_id, {**result.objectives, **result.cost},
-                                  {f"test_{k}": v for k, v in test.items()})
+                print(f"evaluating {evaluation.name}, seed {seed} ({i + 1}/{seeds})", file=sys.stderr)
+            run_id = evaluation_run(client, stored, evaluation.trial, seed, config.fidelity, evaluation.baseline)
+            _retrain(client, run_id, dataclasses.replace(job_setup, seed=seed), evaluation, names,
+                     {} if evaluation.baseline else evaluation.trial.config)
         results.append(evaluation)
     _mark_front(results, [ObjectiveInfo(o.name, o.direction) for o in setup.objectives])
     return results
+
+
+def _retrain(client: MlflowClient, run_id: str, setup: Any, evaluation: MemberEvaluation, names: list[str],
+             config: dict[str, Any]) -> None:
+    """One seed of ``evaluation``: train, score dev and test, log to ``run_id``."""
+    from autopeft.trial import run_trial, score_adapter
+
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            result = run_trial(setup, config, save_to=Path(tmp) / "adapter")
+            cost = {k: v for k, v in result.cost.items() if k in COSTS}
+            test = score_adapter(setup, Path(tmp) / "adapter", setup.data.test, config, cost)
+    except Exception as err:  # one failed retraining leaves the others standing
+        evaluation.errors.append(f"seed {setup.seed}: {type(err).__name__}: {err}")
+        finish_evaluation_run(client, run_id, {}, {}, error=evaluation.errors[-1])
+        return
+    for name in names:
+        evaluation.dev.setdefault(name, []).append(result.objectives[name])
+    for name, value in test.items():
+        evaluation.test.setdefault(name, []).append(value)
+    finish_evaluation_run(client, run_id, {**result.objectives, **result.cost},
+                          {f"test_{k}": v for k, v in test.items()})
 
 
 def _mark_front(results: list[MemberEvaluation], objectives: list[ObjectiveInfo]) -> None:
@@ -124,13 +145,13 @@ def evaluation_table(results: list[MemberEvaluation], objectives: list[Objective
     test metric, the seeds that ran, and whether it stays on the front of the means."""
     rows = []
     for r in results:
-        row: dict[str, Any] = {"trial": r.trial.name, "seeds": len(next(iter(r.dev.values()), [])),
-                               "on_front": r.on_front}
+        row: dict[str, Any] = {"trial": r.name, "kind": "baseline" if r.baseline else "front member",
+                               "seeds": len(next(iter(r.dev.values()), [])), "on_front": r.on_front}
         for name, values in [*((o.name, r.dev.get(o.name, [])) for o in objectives),
                              *((f"test_{k}", v) for k, v in sorted(r.test.items()))]:
             row[f"{name}_mean"] = float(np.mean(values)) if values else None
             row[f"{name}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else None
-        row["search_" + objectives[0].name] = r.trial.objectives.get(objectives[0].name)
+        row["search_" + objectives[0].name] = None if r.baseline else r.trial.objectives.get(objectives[0].name)
         row["configuration"] = summarize_config(r.trial.config)
         row["errors"] = "; ".join(r.errors)
         rows.append(row)
@@ -141,34 +162,41 @@ def format_evaluation(table: pd.DataFrame, objectives: list[ObjectiveInfo]) -> s
     """The evaluation table for the terminal: mean ± sd per column, the front marked."""
     names = [o.name for o in objectives] + sorted({c[:-5] for c in table.columns
                                                    if c.startswith("test_") and c.endswith("_mean")})
-    lines = ["  ".join(["trial     ", "seeds", *(f"{n:>18}" for n in names), "front"])]
+    width = max([10, *(len(t) for t in table["trial"])])
+    lines = ["  ".join(["trial".ljust(width), "seeds", *(f"{n:>18}" for n in names), "front"])]
     for _, row in table.iterrows():
         cells = []
         for n in names:
             mean, sd = row.get(f"{n}_mean"), row.get(f"{n}_std")
             cells.append(f"{'-' if mean is None or pd.isna(mean) else f'{mean:.4g}'}"
                          f"{'' if sd is None or pd.isna(sd) else f' ± {sd:.2g}'}".rjust(18))
-        lines.append("  ".join([row["trial"], f"{row['seeds']:>5}", *cells, "yes" if row["on_front"] else "no"]))
+        lines.append("  ".join([row["trial"].ljust(width), f"{row['seeds']:>5}", *cells,
+                                "yes" if row["on_front"] else "no"]))
     return "\n".join(lines)
 
 
 def evaluate(run_id: str | None = None, *, experiment: str = "autopeft", tracking_uri: str | None = None,
              output_dir: str | None = None, seeds: int = 3, fidelity: dict[str, Any] | None = None,
-             objectives: list[Any] | None = None, progress: bool = True) -> pd.DataFrame:
+             objectives: list[Any] | None = None, baselines: list[str] | None = None,
+             progress: bool = True) -> pd.DataFrame:
     """Retrain the front of search ``run_id`` (default: the experiment's latest) at full
-    fidelity with ``seeds`` seeds; logs the runs and ``evaluation.csv`` under the search and
-    returns the table (see :func:`evaluation_table`)."""
+    fidelity with ``seeds`` seeds, and the ``baselines`` (names or ``["all"]``) with it; logs
+    the runs, ``evaluation.csv`` and the plot ``evaluation_front.png``/``.html`` under the
+    search and returns the table (see :func:`evaluation_table`)."""
+    from autopeft.report import plot_evaluation_html, plot_evaluation_png
     from autopeft.tracking import open_search
 
     uri = SearchConfig(tracking_uri=tracking_uri, **({"output_dir": output_dir} if output_dir else {})
                        ).resolved_tracking_uri
     client, stored = open_search(uri, experiment, run_id, explicit_uri=bool(tracking_uri))
     results = evaluate_front(client, stored, seeds=seeds, fidelity=fidelity, objectives=objectives,
-                             progress=progress)
+                             baselines=baselines, progress=progress)
     table = evaluation_table(results, stored.objectives)
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "evaluation.csv"
-        table.to_csv(path, index=False)
-        client.log_artifact(stored.parent.info.run_id, str(path))
+        table.to_csv(Path(tmp) / "evaluation.csv", index=False)
+        plot_evaluation_png(table, stored.objectives, Path(tmp) / "evaluation_front.png")
+        plot_evaluation_html(table, stored.objectives, Path(tmp) / "evaluation_front.html")
+        for name in ("evaluation.csv", "evaluation_front.png", "evaluation_front.html"):
+            client.log_artifact(stored.parent.info.run_id, str(Path(tmp) / name))
     table.attrs["objectives"] = stored.objectives
     return table

@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display on servers; the plots are files
 import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
 import plotly.graph_objects as go  # noqa: E402
 
 from autopeft.records import ObjectiveInfo, TrialRecord, summarize_config  # noqa: E402
@@ -140,3 +141,64 @@ def plot_hypervolume_png(curve: list[float], path: Path, rule: str = "", referen
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def _evaluated(table: pd.DataFrame, objectives: list[ObjectiveInfo]) -> pd.DataFrame:
+    y_obj, x_obj = _axes(objectives)
+    return table[table[f"{y_obj.name}_mean"].notna() & table[f"{x_obj.name}_mean"].notna()]
+
+
+def plot_evaluation_png(table: pd.DataFrame, objectives: list[ObjectiveInfo], path: Path) -> None:
+    """The final evaluation: each front member's mean over seeds (bars: one sd) and the
+    baselines, trained alike, on the same axes; the front of the means is joined up."""
+    y_obj, x_obj = _axes(objectives)
+    rows = _evaluated(table, objectives)
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    for kind, color, marker in (("front member", "#d62728", "o"), ("baseline", "#222222", "s")):
+        part = rows[rows["kind"] == kind]
+        ax.errorbar(part[f"{x_obj.name}_mean"], part[f"{y_obj.name}_mean"],
+                    yerr=part[f"{y_obj.name}_std"].fillna(0), fmt=marker, color=color, capsize=3,
+                    label="search's front, retrained" if kind == "front member" else "baselines", zorder=3)
+        for _, r in part.iterrows():
+            ax.annotate(r["trial"].replace("trial-", "#"), (r[f"{x_obj.name}_mean"], r[f"{y_obj.name}_mean"]),
+                        textcoords="offset points", xytext=(4, 4), fontsize=7)
+    front = rows[rows["on_front"]].sort_values(f"{x_obj.name}_mean")
+    ax.step(front[f"{x_obj.name}_mean"], front[f"{y_obj.name}_mean"], where="post", color="#d62728", alpha=0.4)
+    if spans_decades(list(rows[f"{x_obj.name}_mean"])):
+        ax.set_xscale("log")
+    seeds = int(rows["seeds"].max()) if len(rows) else 0
+    ax.set_xlabel(f"{x_obj.name} ({x_obj.direction})")
+    ax.set_ylabel(f"{y_obj.name} on dev ({y_obj.direction}), mean ± sd")
+    ax.set_title(f"Final evaluation at full fidelity, {seeds} seeds each")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_evaluation_html(table: pd.DataFrame, objectives: list[ObjectiveInfo], path: Path) -> None:
+    """:func:`plot_evaluation_png` as an interactive plot (hover: every mean ± sd and test score)."""
+    y_obj, x_obj = _axes(objectives)
+    rows = _evaluated(table, objectives)
+    shown = [c[:-5] for c in rows.columns if c.endswith("_mean")]
+    fig = go.Figure()
+    for kind, color, symbol in (("front member", "#d62728", "circle"), ("baseline", "#222222", "square")):
+        part = rows[rows["kind"] == kind]
+        fig.add_trace(go.Scatter(
+            x=part[f"{x_obj.name}_mean"], y=part[f"{y_obj.name}_mean"], mode="markers+text",
+            name="search's front, retrained" if kind == "front member" else "baselines",
+            text=list(part["trial"]), textposition="top right",
+            error_y={"type": "data", "array": list(part[f"{y_obj.name}_std"].fillna(0))},
+            marker={"color": color, "size": 10, "symbol": symbol},
+            hovertext=[f"{r['trial']}<br>" + "<br>".join(
+                f"{n}={r[f'{n}_mean']:.4g} ± {0 if pd.isna(r[f'{n}_std']) else r[f'{n}_std']:.2g}"
+                for n in shown if not pd.isna(r[f"{n}_mean"])) + "<br>" + str(r["configuration"])
+                for _, r in part.iterrows()],
+            hoverinfo="text"))
+    fig.update_layout(title="autopeft final evaluation: front members and baselines",
+                      xaxis_title=f"{x_obj.name} ({x_obj.direction})",
+                      yaxis_title=f"{y_obj.name} on dev ({y_obj.direction})", template="plotly_white")
+    if spans_decades(list(rows[f"{x_obj.name}_mean"])):
+        fig.update_xaxes(type="log")
+    fig.write_html(str(path), include_plotlyjs=True)

@@ -30,6 +30,7 @@ OBJECTIVES = "autopeft.objectives"    # JSON [[name, direction], ...] on the par
 TRIAL_NUMBER = "autopeft.trial_number"
 ERROR = "autopeft.error"
 EVALUATES = "autopeft.evaluates"      # on an evaluation run: the run id of the trial it retrains
+BASELINE = "autopeft.baseline"        # on a baseline run (role "baseline"): which hand-made configuration
 CONFIG_ARTIFACT = "search_config.json"  # the search's SearchConfig, for `autopeft evaluate`
 PARENT = "mlflow.parentRunId"
 NOTE = "mlflow.note.content"          # a run's description: the parent's holds the front table
@@ -154,11 +155,13 @@ class SearchTracker:
 
 
 def evaluation_run(client: MlflowClient, stored: StoredSearch, trial: TrialRecord, seed: int,
-                   fidelity: Any) -> str:
-    """A run for one retraining of ``trial`` with ``seed``, nested under the search."""
-    tags = {PARENT: stored.parent.info.run_id, ROLE: "evaluation", STATUS: "running",
-            EVALUATES: trial.run_id, TRIAL_NUMBER: str(trial.number)}
-    run = client.create_run(stored.parent.info.experiment_id, run_name=f"{trial.name}-seed{seed}", tags=tags)
+                   fidelity: Any, baseline: str | None = None) -> str:
+    """A run for one retraining of ``trial`` with ``seed``, nested under the search; for a
+    ``baseline`` (``trial`` then holds its pinned values), a baseline run of that name."""
+    tags = {PARENT: stored.parent.info.run_id, ROLE: "baseline" if baseline else "evaluation", STATUS: "running",
+            **({BASELINE: baseline} if baseline else {EVALUATES: trial.run_id, TRIAL_NUMBER: str(trial.number)})}
+    name = baseline or trial.name
+    run = client.create_run(stored.parent.info.experiment_id, run_name=f"{name}-seed{seed}", tags=tags)
     params = {**trial.config, "seed": seed,
               **{f"fidelity.{k}": v for k, v in dataclasses.asdict(fidelity).items()}}
     client.log_batch(run.info.run_id, params=[Param(str(k), str(v)[:MAX_PARAM]) for k, v in params.items()])

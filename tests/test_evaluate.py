@@ -64,3 +64,40 @@ def test_a_search_with_final_seeds_evaluates_its_front(tiny_model_dir, sentiment
     assert result.evaluation is not None
     assert sorted(result.evaluation["trial"]) == sorted(t.name for t in result.front)
     assert len(_evaluation_runs(result)[1]) == len(result.front)
+
+
+def test_baselines_are_trained_alike_and_drawn_with_the_front(tiny_search, capsys) -> None:
+    from autopeft.tracking import BASELINE
+
+    result, tmp = tiny_search
+    table = evaluate(result.run_id, output_dir=str(tmp / "runs"), seeds=1, fidelity={"max_train_examples": 32},
+                     baselines=["lora_r8_qv", "full_finetuning", "bottleneck", "ia3"], progress=False)
+    baselines = table[table["kind"] == "baseline"].set_index("trial")
+    assert list(baselines.index) == ["lora_r8_qv", "full_finetuning", "bottleneck", "ia3"]
+    assert (table[table["kind"] == "front member"]["trial"].str.startswith("trial-")).all()
+    assert baselines.loc["full_finetuning", "trainable_percent_mean"] == pytest.approx(100.0)
+    # Fewer trainable parameters than LoRA r8 q/v: IA3 scales vectors only.
+    assert baselines.loc["ia3", "trainable_percent_mean"] < baselines.loc["lora_r8_qv", "trainable_percent_mean"]
+    assert baselines["test_accuracy_mean"].between(0, 1).all()
+
+    client = MlflowClient(result.tracking_uri)
+    experiment = client.get_experiment_by_name("autopeft")
+    runs = client.search_runs([experiment.experiment_id], filter_string=f"tags.`{ROLE}` = 'baseline'")
+    assert sorted(r.data.tags[BASELINE] for r in runs) == sorted(baselines.index)
+    assert all(r.data.tags[PARENT] == result.run_id and r.info.status == "FINISHED" for r in runs)
+    lora = next(r for r in runs if r.data.tags[BASELINE] == "lora_r8_qv")
+    assert lora.data.params["rank.0"] == "8" and lora.data.params["method"] == "lora"
+    artifacts = {a.path for a in client.list_artifacts(result.run_id)}
+    assert {"evaluation_front.png", "evaluation_front.html"} <= artifacts
+    client.download_artifacts(result.run_id, "evaluation_front.html", str(tmp))
+    assert "lora_r8_qv" in (tmp / "evaluation_front.html").read_text()
+
+
+def test_unknown_baseline_and_baselines_without_final_seeds_are_errors(tiny_search, capsys) -> None:
+    from autopeft.errors import ConfigError
+
+    result, tmp = tiny_search
+    with pytest.raises(ConfigError, match="unknown baseline 'lora_r16'"):
+        evaluate(result.run_id, output_dir=str(tmp / "runs"), seeds=1, baselines=["lora_r16"], progress=False)
+    assert main(["search", "--task", "demo", "--baselines", "--output-dir", str(tmp / "x")]) == 2
+    assert "--final-seeds" in capsys.readouterr().err
