@@ -92,6 +92,9 @@ class SearchConfig:
     output_dir: str = field(default=str(DEFAULT_DIR), metadata=_help("where local runs and artifacts go"))
     final_seeds: int = field(default=0, metadata=_help(
         "after the search, retrain the front at full fidelity with this many seeds (autopeft evaluate)"))
+    warm_start: str | list[dict[str, Any]] | None = field(default=None, metadata=_help(
+        "RUN_ID of an earlier search in the same space (another task or model): its front is tried "
+        "first, in place of random initial designs (from Python also a list of configurations)"))
     baselines: bool = field(default=False, metadata=_help(
         "with --final-seeds: also train the standard hand-made configurations (full fine-tuning, LoRA r 8 "
         "on query/value, LoRA on every linear layer, a bottleneck adapter, IA3) alike, for comparison"))

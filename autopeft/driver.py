@@ -83,7 +83,23 @@ def prepare(config: SearchConfig) -> tuple[SearchSetup, Optimizer]:
     optimizer = make_optimizer(config.optimizer, setup.space, [o.direction for o in objectives], seed=config.seed,
                                reference_point=[references(config, objectives).get(o.name) for o in objectives],
                                **options)
+    if config.warm_start:
+        optimizer.warm_start(warm_start_configs(config, setup.space))
     return setup, optimizer
+
+
+def warm_start_configs(config: SearchConfig, space: SearchSpace) -> list[Config]:
+    """The configurations a warm start tries first: the front of search ``config.warm_start``
+    (best first in the first objective), or the configurations given from Python."""
+    from autopeft.tracking import stored_front
+
+    if not isinstance(config.warm_start, str):
+        return [dict(c) for c in config.warm_start]
+    space_name, front = stored_front(config.resolved_tracking_uri, config.warm_start)
+    if space_name != space.spec.name:
+        raise ConfigError(f"search {config.warm_start} searched space '{space_name}', this one "
+                          f"'{space.spec.name}': a warm start needs the same space", key="warm_start")
+    return [r.config for r in front]
 
 
 def load_setup(config: SearchConfig) -> SearchSetup:
@@ -287,6 +303,9 @@ def run_search(config: SearchConfig, *, progress: bool = True) -> SearchResult:
               "data_notes": "; ".join(setup.data.notes) or "none",
               **{f"fidelity.{k}": v for k, v in dataclasses.asdict(config.fidelity).items()},
               **{f"early_stopping.{k}": v for k, v in dataclasses.asdict(config.early_stopping).items()}}
+    if config.warm_start:
+        params["warm_start"] = config.warm_start if isinstance(config.warm_start, str) else \
+            f"{len(config.warm_start)} configurations"
     run_id = tracker.start_search(name, params, objectives)
     tracker.client.log_dict(run_id, config_record(config), CONFIG_ARTIFACT)
     if progress:

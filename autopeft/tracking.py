@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from autopeft.errors import AutopeftError
+from autopeft.errors import AutopeftError, ConfigError
 from autopeft.records import ObjectiveInfo, TrialRecord, front_of, parse_param
 
 # Every tag autopeft writes, here only: this module writes them and reads them back.
@@ -246,6 +247,20 @@ def load_search(client: MlflowClient, experiment: str, run_id: str | None = None
             feasible=run.data.tags.get(FEASIBLE) != "false", run_id=run.info.run_id), run))
     pairs.sort(key=lambda pair: pair[0].number)
     return StoredSearch(parent, objectives, [p[0] for p in pairs], [p[1] for p in pairs])
+
+
+def stored_front(tracking_uri: str, run_id: str) -> tuple[str, list[TrialRecord]]:
+    """The space name and the front of search ``run_id``, whatever its experiment; a
+    ConfigError naming the run when the store has no such search."""
+    client = MlflowClient(tracking_uri=tracking_uri)
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        run = None
+    if run is None or run.data.tags.get(ROLE) != "search":
+        raise ConfigError(f"no search run '{run_id}' in {tracking_uri}", key="warm_start")
+    stored = load_search(client, client.get_experiment(run.info.experiment_id).name, run_id)
+    return run.data.params.get("space", ""), stored.front()
 
 
 def open_search(tracking_uri: str, experiment: str, run_id: str | None = None, *,

@@ -31,6 +31,14 @@ class Optimizer(ABC):
         self.directions = list(directions)
         self.seed = seed
         self.reference_point = list(reference_point) if reference_point is not None else None
+        #: configurations to try first, in place of random initial designs (:meth:`warm_start`)
+        self.warm_configs: list[Config] = []
+
+    def warm_start(self, configs: Sequence[Config]) -> None:
+        """Try ``configs`` (another search's front: the same space, another task or model)
+        before anything else, in place of as many random initial designs; call before the
+        first :meth:`ask`. Those that are invalid here (another layer count) are left out."""
+        self.warm_configs = list(configs)
 
     @abstractmethod
     def ask(self) -> Config:
@@ -66,14 +74,20 @@ def sample_unseen(space: SearchSpace, rng: np.random.Generator, asked: Collectio
                      f"draws after {len(asked)} were asked")
 
 
-def initial_designs(space: SearchSpace, seed: int, n: int) -> list[Config]:
+def initial_designs(space: SearchSpace, seed: int, n: int, first: Sequence[Config] = ()) -> list[Config]:
     """``n`` distinct valid configurations drawn uniformly from a stream of their own, so that
     every optimizer given the same seed and ``n_initial`` starts from the same designs (a
-    comparison of optimizers then differs only in what the models choose after them)."""
+    comparison of optimizers then differs only in what the models choose after them).
+    ``first`` (a warm start) take the place of the first draws, up to ``n`` of them."""
     rng = np.random.default_rng([seed, 0x1D])
     designs: list[Config] = []
     seen: set[tuple] = set()
-    for _ in range(n):
+    for config in first:
+        config = space.canonical(config)
+        if len(designs) < n and space.key(config) not in seen and space.is_valid(config):
+            seen.add(space.key(config))
+            designs.append(config)
+    for _ in range(n - len(designs)):
         try:
             config = sample_unseen(space, rng, seen)
         except SpaceExhausted:

@@ -172,7 +172,7 @@ class MOBO(Optimizer):
 
     def _designs(self) -> list[Config]:
         if self._initial is None:
-            self._initial = initial_designs(self.space, self.seed, self.n_initial)
+            self._initial = initial_designs(self.space, self.seed, self.n_initial, self.warm_configs)
         return self._initial
 
     def _random_new(self) -> Config:

@@ -70,7 +70,8 @@ class OptunaOptimizer(Optimizer):
         super().__init__(space, directions, seed=seed, reference_point=reference_point)
         if isinstance(n_initial, bool) or not isinstance(n_initial, int) or n_initial < 0:
             raise ConfigError(f"got {n_initial!r}, expected an integer >= 0", key="n_initial")
-        self._designs = initial_designs(space, seed, n_initial)
+        self._n_initial = n_initial
+        self._initial: list[Config] | None = None  # drawn on the first ask (after any warm start)
         if n_initial and "n_startup_trials" in self.startup_option():
             sampler_options.setdefault("n_startup_trials", n_initial)
         try:
@@ -95,7 +96,7 @@ class OptunaOptimizer(Optimizer):
 
     def ask(self) -> Config:
         with _quiet():
-            design = next((c for c in self._designs if self.space.key(c) not in self._asked), None)
+            design = next((c for c in self._designs() if self.space.key(c) not in self._asked), None)
             if design is not None:
                 self.study.enqueue_trial(design)
                 trial = self.study.ask()
@@ -144,6 +145,11 @@ class OptunaOptimizer(Optimizer):
         if trial is not None:
             trial.set_user_attr("fidelity", float(fidelity))
         self.tell(config, values, metrics)
+
+    def _designs(self) -> list[Config]:
+        if self._initial is None:
+            self._initial = initial_designs(self.space, self.seed, self._n_initial, self.warm_configs)
+        return self._initial
 
     def _register(self, key: tuple, config: Config, trial: Trial) -> Config:
         self._asked.add(key)
