@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/autopeft search --task demo
+	$(BIN)/autopeft search --config examples/demo.yaml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

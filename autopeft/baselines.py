@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from autopeft._yaml import LineDict
 from autopeft.errors import ConfigError
 from autopeft.space import SpaceSpec, load_space
 from autopeft.space.parse import parse_space
-from autopeft.trial import SearchSetup
+
+if TYPE_CHECKING:
+    from autopeft.trial import SearchSetup
 
 _ALL_LINEAR = ["attn_q", "attn_k", "attn_v", "attn_o", "ffn_up", "ffn_down"]
 

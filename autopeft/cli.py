@@ -23,9 +23,9 @@ from typing import Any
 from autopeft.config import DEFAULT_DIR, SECTIONS, Fidelity, SearchConfig, load_config
 from autopeft.errors import AutopeftError
 
-BASELINES_HELP = ("also train the standard hand-made configurations alike (full fine-tuning, LoRA r 8 on "
-                  "query/value, LoRA on every linear layer, a bottleneck adapter, IA3) and show them with "
-                  "the front")
+BASELINES_HELP = ("also train standard hand-made configurations alike and show them with the front: those "
+                  "named, or all (full_finetuning, lora_r8_qv, lora_r8_all_linear, bottleneck, ia3) with "
+                  "no name")
 EXIT_OK, EXIT_NO_FEASIBLE, EXIT_BAD_INPUT, EXIT_CRASH, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 FORMATS = ("table", "json", "csv")
 
@@ -47,8 +47,9 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, prefix: str = "
         kind = str(f.type)
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         shown = "" if default in (None, [], {}) or not defaults else f" (default: {default})"
-        if kind == "bool":
-            parser.add_argument(flag, dest=prefix + f.name, action="store_true", default=None, help=meta["help"])
+        if meta.get("nargs"):  # a list given at once; the flag alone means "all"
+            parser.add_argument(flag, dest=prefix + f.name, nargs=meta["nargs"], metavar="NAME",
+                                type=lambda text: text, help=meta["help"])
         elif kind.startswith("list"):
             parser.add_argument(flag, dest=prefix + f.name, action="append", metavar="NAME",
                                 help=f"{meta['help']} (default: {', '.join(default)})")
@@ -85,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("evaluate", help="retrain a search's front at full fidelity with several seeds "
                                         "and report dev and test mean and sd")
     v.add_argument("--seeds", type=int, default=3, help="training seeds per front member (default: 3)")
-    v.add_argument("--baselines", action="store_true", help=BASELINES_HELP)
+    v.add_argument("--baselines", nargs="*", metavar="NAME", help=BASELINES_HELP)
     add_config_flags(v.add_argument_group("fidelity (default: the search's, with every training and dev "
                                           "example)"), Fidelity, "fidelity.", defaults=False)
     add_store_flags(v)
@@ -123,14 +124,18 @@ def cmd_search(args: argparse.Namespace) -> int:
     from autopeft.inputs import check_inputs
 
     overrides = {k: v for k, v in vars(args).items() if k not in {"command", "config", "quiet"}}
+    if overrides.get("baselines") == []:  # the flag alone: every baseline
+        overrides["baselines"] = ["all"]
     config = load_config(args.config, overrides)
     check_inputs(config)  # before the heavy imports below: bad input answers at once
     from autopeft.driver import run_search
 
     result = run_search(config, progress=not args.quiet)
-    failed = [t for t in result.trials if t.status != "completed"]
+    failed = [t for t in result.trials if t.status not in ("completed", "stopped")]
+    stopped = [t for t in result.trials if t.status == "stopped"]
     infeasible = [t for t in result.trials if t.status == "completed" and not t.feasible]
     print(f"\nPareto front ({len(result.front)} of {len(result.trials)} trials, {len(failed)} failed"
+          f"{f', {len(stopped)} stopped early' if stopped else ''}"
           f"{f', {len(infeasible)} outside the outcome constraints' if infeasible else ''}, "
           f"{result.seconds:.0f}s):\n")
     print(result)
@@ -189,7 +194,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     fidelity = {k.split(".", 1)[1]: v for k, v in vars(args).items() if k.startswith("fidelity.") and v is not None}
     table = evaluate(args.run_id, experiment=args.experiment, tracking_uri=args.tracking_uri,
                      output_dir=args.output_dir, seeds=args.seeds, fidelity=fidelity,
-                     baselines=["all"] if args.baselines else None)
+                     baselines=None if args.baselines is None else args.baselines or ["all"])
     print(format_evaluation(table, table.attrs["objectives"]))
     print("\nruns nested under the search (tags autopeft.role=evaluation, =baseline); evaluation.csv and "
           "evaluation_front.png/.html in its artifacts")

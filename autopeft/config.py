@@ -95,9 +95,13 @@ class SearchConfig:
     warm_start: str | list[dict[str, Any]] | None = field(default=None, metadata=_help(
         "RUN_ID of an earlier search in the same space (another task or model): its front is tried "
         "first, in place of random initial designs (from Python also a list of configurations)"))
-    baselines: bool = field(default=False, metadata=_help(
-        "with --final-seeds: also train the standard hand-made configurations (full fine-tuning, LoRA r 8 "
-        "on query/value, LoRA on every linear layer, a bottleneck adapter, IA3) alike, for comparison"))
+    baselines: list[str] = field(default_factory=list, metadata=_help(
+        "with --final-seeds: also train standard hand-made configurations alike, for comparison: the "
+        "names given, or all of them (full_finetuning, lora_r8_qv, lora_r8_all_linear, bottleneck, ia3) "
+        "with no name", nargs="*"))
+    final_fidelity: dict[str, Any] = field(default_factory=dict, metadata=_help(
+        "fidelity of the final evaluation (default: the search's, with every training and dev example)",
+        cli=False))
 
     def check(self) -> None:
         given = [f"data.{k}" for k, v in dataclasses.asdict(self.data).items() if v is not None]
@@ -113,8 +117,13 @@ class SearchConfig:
             if not isinstance(value, int) or isinstance(value, bool) or value < least:
                 raise ConfigError(f"must be a {'non-negative' if least == 0 else 'positive'} "
                                   f"integer, got {value!r}", key=name)
-        if not isinstance(self.baselines, bool):
-            raise ConfigError(f"must be true or false, got {self.baselines!r}", key="baselines")
+        if isinstance(self.baselines, str):
+            self.baselines = [self.baselines]
+        if not isinstance(self.baselines, list):
+            raise ConfigError(f"must be a list of baseline names, got {self.baselines!r}", key="baselines")
+        unknown = set(self.final_fidelity) - {f.name for f in dataclasses.fields(Fidelity)}
+        if unknown:
+            raise ConfigError(f"unknown fidelity setting '{sorted(unknown)[0]}'", key="final_fidelity")
         if self.baselines and not self.final_seeds:
             raise ConfigError("baselines are trained in the final evaluation: give final_seeds too "
                               "(--final-seeds K)", key="baselines")

@@ -333,7 +333,7 @@ def run_search(config: SearchConfig, *, progress: bool = True) -> SearchResult:
 
         result.evaluation = evaluate(run_id, experiment=config.experiment, tracking_uri=result.tracking_uri,
                                      seeds=config.final_seeds, objectives=config.objectives, progress=progress,
-                                     baselines=["all"] if config.baselines else None)
+                                     fidelity=config.final_fidelity or None, baselines=config.baselines or None)
     return result
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from autopeft.baselines import resolve_baselines
 from autopeft.config import SearchConfig
 from autopeft.costs import COSTS, RUNG_COSTS, TRIAL_FIGURES
 from autopeft.errors import ConfigError, DataError, ModelError, ObjectiveError
@@ -46,6 +47,8 @@ def check_inputs(config: SearchConfig) -> CheckedInputs:
         raise ConfigError(f"unknown optimizer '{config.optimizer}'; choose one of {OPTIMIZERS.names()}",
                           key="optimizer")
     check_early_stopping(config, objectives)
+    if config.baselines:
+        resolve_baselines(config.baselines)
     constraints = outcome_constraints(config, [o.name for o in objectives])
     spec = load_space(config.space)
     for key in ("train_file", "dev_file", "test_file"):

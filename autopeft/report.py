@@ -169,7 +169,7 @@ def plot_evaluation_png(table: pd.DataFrame, objectives: list[ObjectiveInfo], pa
     seeds = int(rows["seeds"].max()) if len(rows) else 0
     ax.set_xlabel(f"{x_obj.name} ({x_obj.direction})")
     ax.set_ylabel(f"{y_obj.name} on dev ({y_obj.direction}), mean ± sd")
-    ax.set_title(f"Final evaluation at full fidelity, {seeds} seeds each")
+    ax.set_title(f"Final evaluation: every point retrained alike, {seeds} seed{'s' if seeds != 1 else ''} each")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()

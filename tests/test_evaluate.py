@@ -99,5 +99,5 @@ def test_unknown_baseline_and_baselines_without_final_seeds_are_errors(tiny_sear
     result, tmp = tiny_search
     with pytest.raises(ConfigError, match="unknown baseline 'lora_r16'"):
         evaluate(result.run_id, output_dir=str(tmp / "runs"), seeds=1, baselines=["lora_r16"], progress=False)
-    assert main(["search", "--task", "demo", "--baselines", "--output-dir", str(tmp / "x")]) == 2
+    assert main(["search", "--task", "demo", "--baselines", "ia3", "--output-dir", str(tmp / "x")]) == 2
     assert "--final-seeds" in capsys.readouterr().err
