@@ -148,3 +148,20 @@ def test_early_stopping_needs_objectives_known_part_way(tiny_model_dir) -> None:
     config.early_stopping = EarlyStopping("moasha", reduction_factor=1)
     with pytest.raises(ConfigError, match="reduction_factor"):
         check_inputs(config)
+
+
+@pytest.mark.parametrize("name", ["mobo", "random", "tpe", "nsga2"])
+def test_every_optimizer_takes_a_stopped_trial_as_an_observation(name) -> None:
+    from autopeft.optimizers import make_optimizer
+    from autopeft.space import load_space
+
+    optimizer = make_optimizer(name, load_space("lora").bind(4), ["maximize", "minimize"], seed=0, n_initial=2)
+    config = optimizer.ask()
+    optimizer.tell_stopped(config, [0.55, 0.2], {"dev_accuracy": 0.55}, fidelity=1 / 3)
+    if name == "mobo":
+        assert [list(y) for _, y, _ in optimizer._observed] == [[0.55, 0.2]] and not optimizer._failed
+    else:
+        (trial,) = optimizer.study.trials
+        assert trial.state.name == "COMPLETE" and trial.values == [0.55, 0.2]
+        assert trial.user_attrs["fidelity"] == pytest.approx(1 / 3)
+    assert optimizer.ask() != config
