@@ -198,5 +198,38 @@ def evaluate(run_id: str | None = None, *, experiment: str = "autopeft", trackin
         plot_evaluation_html(table, stored.objectives, Path(tmp) / "evaluation_front.html")
         for name in ("evaluation.csv", "evaluation_front.png", "evaluation_front.html"):
             client.log_artifact(stored.parent.info.run_id, str(Path(tmp) / name))
+    _describe(client, stored, table)
     table.attrs["objectives"] = stored.objectives
     return table
+
+
+def evaluation_markdown(table: pd.DataFrame, objectives: list[ObjectiveInfo]) -> str:
+    """The evaluation as a Markdown table (mean ± sd), for the search's description."""
+    names = [o.name for o in objectives] + sorted({c[:-5] for c in table.columns
+                                                   if c.startswith("test_") and c.endswith("_mean")})
+    seeds = int(table["seeds"].max()) if len(table) else 0
+    lines = [f"**Final evaluation: retrained alike, {seeds} seed{'s' if seeds != 1 else ''} each**", "",
+             "| | kind | " + " | ".join(names) + " | on the front |", "|---" * (3 + len(names)) + "|"]
+    for _, row in table.iterrows():
+        cells = []
+        for n in names:
+            mean, sd = row.get(f"{n}_mean"), row.get(f"{n}_std")
+            cells.append("-" if mean is None or pd.isna(mean) else
+                         f"{mean:.4g}" + ("" if sd is None or pd.isna(sd) else f" ± {sd:.2g}"))
+        lines.append(f"| {row['trial']} | {row['kind']} | " + " | ".join(cells)
+                     + f" | {'yes' if row['on_front'] else 'no'} |")
+    return "\n".join(lines + ["", "Artifacts: `evaluation.csv`, `evaluation_front.png`, `.html`."])
+
+
+def _describe(client: MlflowClient, stored: StoredSearch, table: pd.DataFrame) -> None:
+    """Put the evaluation first in the search's description (the MLflow UI's run page), above
+    the search-time front, replacing an earlier evaluation's."""
+    from autopeft.report import NOTE_LIMIT
+    from autopeft.tracking import NOTE
+
+    run_id = stored.parent.info.run_id
+    note = client.get_run(run_id).data.tags.get(NOTE, "")
+    marker = "\n\n---\n\n"
+    front = note.split(marker, 1)[1] if note.startswith("**Final evaluation") and marker in note else note
+    text = evaluation_markdown(table, stored.objectives) + marker + front
+    client.set_tag(run_id, NOTE, text[:NOTE_LIMIT])

@@ -89,6 +89,9 @@ def test_baselines_are_trained_alike_and_drawn_with_the_front(tiny_search, capsy
     assert lora.data.params["rank.0"] == "8" and lora.data.params["method"] == "lora"
     artifacts = {a.path for a in client.list_artifacts(result.run_id)}
     assert {"evaluation_front.png", "evaluation_front.html"} <= artifacts
+    note = client.get_run(result.run_id).data.tags["mlflow.note.content"]
+    assert note.startswith("**Final evaluation") and "| lora_r8_qv | baseline |" in note
+    assert "**Pareto front" in note and note.count("**Final evaluation") == 1
     client.download_artifacts(result.run_id, "evaluation_front.html", str(tmp))
     assert "lora_r8_qv" in (tmp / "evaluation_front.html").read_text()
 
