@@ -101,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--base-model", metavar="HUB_ID",
                    help="the base model's hub id, where the search ran on a local folder autopeft "
                         "cannot name (default: found from the search)")
+    e.add_argument("--register", metavar="NAME",
+                   help="also register each exported adapter as a version of this MLflow registered model")
     add_store_flags(e)
 
     sub.add_parser("spaces", help="list the search-space presets")
@@ -202,13 +204,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from autopeft.export import base_model_of, export_trials, select_trials
+    from autopeft.export import base_model_of, export_trials, register, select_trials
 
     client, stored = _stored_search(args)
     records = select_trials(stored, args.trial, args.pareto)
     base = base_model_of(stored.parent.data.params.get("model", ""), args.base_model)
-    for folder in export_trials(client, stored, records, Path(args.out), base, config_only=args.config_only):
+    folders = export_trials(client, stored, records, Path(args.out), base, config_only=args.config_only)
+    for folder in folders:
         print(folder)
+    if args.register:
+        for uri in register(client, stored, records, folders, args.register):
+            print(uri)
     if not base.portable:
         print(f"autopeft: note: the adapters name the base model by its local folder {base.name}, which "
               "other machines may not have; pass --base-model HUB_ID to name it", file=sys.stderr)

@@ -211,3 +211,29 @@ def model_card(stored: StoredSearch, record: TrialRecord, run: Any, base: BaseMo
                   "configuration names that folder. Export with `--base-model HUB_ID` to name it "
                   "as other machines would load it.", ""]
     return "\n".join(lines)
+
+
+def register(client: MlflowClient, stored: StoredSearch, records: list[TrialRecord], folders: list[Path],
+             name: str) -> list[str]:
+    """Register each exported folder as a version of the MLflow registered model ``name``
+    (created if new): the folder, card included, is logged under the search's parent run
+    (``exported/<trial>``) and the version points there; returns ``models:/NAME/VERSION`` URIs."""
+    from mlflow.exceptions import MlflowException
+
+    parent = stored.parent.info.run_id
+    try:
+        client.create_registered_model(name, description="PEFT adapters exported by autopeft")
+    except MlflowException as err:
+        if err.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    uris = []
+    for record, folder in zip(records, folders, strict=True):
+        client.log_artifacts(parent, str(folder), f"exported/{record.name}")
+        tags = {"autopeft.trial": record.name, "autopeft.search": parent,
+                **{f"autopeft.{k}": f"{v:.6g}" for k, v in record.objectives.items()},
+                **{f"autopeft.test_{k}": f"{v:.6g}" for k, v in record.test_metrics.items()}}
+        version = client.create_model_version(
+            name, source=f"{stored.parent.info.artifact_uri}/exported/{record.name}", run_id=parent,
+            tags=tags, description=f"{record.name} of search {stored.parent.info.run_name}; see README.md")
+        uris.append(f"models:/{name}/{version.version}")
+    return uris

@@ -117,3 +117,25 @@ def test_the_card_says_when_stock_peft_is_not_enough(tmp_path) -> None:
     assert why_autopeft_loads(tmp_path, {"adapter": "lora", "strategy": "flexora"}) is None
     assert "reshapes the base model" in why_autopeft_loads(tmp_path, {"adapter": "lora", "strategy": "light_peft"})
     assert "autopeft's own" in why_autopeft_loads(tmp_path, {"adapter": "sapa", "strategy": "none"})
+
+
+def test_export_registers_each_adapter_in_the_mlflow_model_registry(tiny_search, capsys) -> None:
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    result, tmp = tiny_search
+    out = tmp / "registered"
+    assert _export(tmp, out, "--pareto", "--register", "sentiment-adapters") == 0
+    printed = capsys.readouterr().out.split()
+    uris = [line for line in printed if line.startswith("models:/")]
+    assert len(uris) == len(result.front)
+    client = MlflowClient(result.tracking_uri)
+    versions = client.search_model_versions("name='sentiment-adapters'")
+    assert sorted(v.tags["autopeft.trial"] for v in versions) == sorted(t.name for t in result.front)
+    mlflow.set_tracking_uri(result.tracking_uri)
+    first = next(v for v in versions if v.tags["autopeft.trial"] == result.front[0].name)
+    fetched = Path(mlflow.artifacts.download_artifacts(f"models:/sentiment-adapters/{first.version}",
+                                                       dst_path=str(tmp / "fetched")))
+    # The registered version is the exported folder: PEFT's files and autopeft's card.
+    assert (fetched / "adapter_config.json").is_file()
+    assert (fetched / "README.md").read_text() == (out / result.front[0].name / "README.md").read_text()
