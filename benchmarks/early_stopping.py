@@ -36,7 +36,7 @@ import autopeft
 from autopeft.pareto import hypervolume_curve
 
 sys.path.insert(0, str(Path(__file__).parent))
-from real_task import LENGTHS, task_options  # noqa: E402  (the same tasks and data)
+from real_task import LENGTHS, append_rows, local_ray, task_options  # noqa: E402  (the same tasks and data)
 
 DIRECTIONS = ["maximize", "minimize"]  # accuracy, trainable_percent
 FIELDS = ["task", "arm", "seed", "trial", "status", "accuracy", "trainable_percent", "train_steps",
@@ -63,17 +63,12 @@ def run(args: argparse.Namespace, path: Path) -> None:
                         output_dir=out, progress=False)
                 if len(result.trials) < trials:
                     raise SystemExit(f"{task} {arm} seed {seed} stopped after {len(result.trials)} trials")
-                new = not path.exists()
-                with path.open("a", newline="") as fh:
-                    writer = csv.DictWriter(fh, FIELDS)
-                    if new:
-                        writer.writeheader()
-                    for t in sorted(result.trials, key=lambda t: t.number):
-                        writer.writerow({"task": task, "arm": arm, "seed": seed, "trial": t.number,
-                                         "status": t.status, "accuracy": t.objectives.get("accuracy", ""),
-                                         "trainable_percent": t.objectives.get("trainable_percent", ""),
-                                         "train_steps": t.metrics.get("train_steps", 0),
-                                         "seconds": f"{result.seconds:.0f}", "config": json.dumps(t.config)})
+                append_rows(path, FIELDS, [
+                    {"task": task, "arm": arm, "seed": seed, "trial": t.number, "status": t.status,
+                     "accuracy": t.objectives.get("accuracy", ""),
+                     "trainable_percent": t.objectives.get("trainable_percent", ""),
+                     "train_steps": t.metrics.get("train_steps", 0), "seconds": f"{result.seconds:.0f}",
+                     "config": json.dumps(t.config)} for t in sorted(result.trials, key=lambda t: t.number)])
                 stopped = sum(t.status == "stopped" for t in result.trials)
                 print(f"{task} {arm} seed {seed}: {stopped} stopped, {len(result.front)} on the front, "
                       f"{result.seconds:.0f} s", flush=True)
@@ -182,11 +177,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "trials.csv"
     if not args.report:
-        if args.cpus:
-            import ray
-
-            ray.init(address="local", num_cpus=args.cpus, include_dashboard=False, log_to_driver=False,
-                     configure_logging=False, logging_level="ERROR")
+        local_ray(args.cpus)
         run(args, path)
     print(report(args, path))
 

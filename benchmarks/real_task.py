@@ -70,6 +70,27 @@ def task_options(task: str, out: Path) -> dict:
             "label_column": "topic"}
 
 
+def local_ray(cpus: int | None) -> None:
+    """A Ray of ``cpus`` CPUs started here: every search of this process uses it (the runner
+    only starts its own when none is running), and its CPUs set each trial's threads."""
+    if cpus:
+        import ray
+
+        ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False,
+                 configure_logging=False, logging_level="ERROR")
+
+
+def append_rows(path: Path, fields: list[str], rows: list[dict]) -> None:
+    """Add a finished search's rows to ``path`` (written only once it finished, so that an
+    interrupted benchmark resumes from what is there)."""
+    new = not path.exists()
+    with path.open("a", newline="") as fh:
+        writer = csv.DictWriter(fh, fields)
+        if new:
+            writer.writeheader()
+        writer.writerows(rows)
+
+
 def run(args: argparse.Namespace, path: Path) -> None:
     done = set()
     if path.exists():
@@ -91,19 +112,16 @@ def run(args: argparse.Namespace, path: Path) -> None:
                     # Ray Tune turns Ctrl-C into an early, normal return: keep a short search out
                     # of trials.csv, or a resumed run would take it for a finished one.
                     raise SystemExit(f"{task} {name} seed {seed} stopped after {len(result.trials)} trials")
-                new = not path.exists()
-                with path.open("a", newline="") as fh:
-                    writer = csv.DictWriter(fh, FIELDS)
-                    if new:
-                        writer.writeheader()
-                    for t in sorted(result.trials, key=lambda t: t.number):
-                        writer.writerow({"task": task, "optimizer": name, "seed": seed, "trial": t.number,
-                                         "status": t.status, "accuracy": t.objectives.get("accuracy", ""),
-                                         "trainable_percent": t.objectives.get("trainable_percent", ""),
-                                         "pareto": t.pareto, "test_accuracy": t.test_metrics.get("accuracy", ""),
-                                         "config": json.dumps(t.config)})
+                append_rows(path, FIELDS, trial_rows(result, task, name, seed))
                 print(f"{task} {name} seed {seed}: {len(result.front)} on the front, {result.seconds:.0f} s",
                       flush=True)
+
+
+def trial_rows(result: autopeft.SearchResult, task: str, optimizer: str, seed: int) -> list[dict]:
+    return [{"task": task, "optimizer": optimizer, "seed": seed, "trial": t.number, "status": t.status,
+             "accuracy": t.objectives.get("accuracy", ""), "trainable_percent": t.objectives.get("trainable_percent", ""),
+             "pareto": t.pareto, "test_accuracy": t.test_metrics.get("accuracy", ""), "config": json.dumps(t.config)}
+            for t in sorted(result.trials, key=lambda t: t.number)]
 
 
 def _values(rows: list[dict]) -> np.ndarray:
@@ -220,13 +238,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "trials.csv"
     if not args.report:
-        if args.cpus:
-            import ray
-
-            # A Ray started here is the one every search of this process uses (the runner
-            # only starts its own when none is running); its CPUs set each trial's threads.
-            ray.init(address="local", num_cpus=args.cpus, include_dashboard=False, log_to_driver=False,
-                     configure_logging=False, logging_level="ERROR")
+        local_ray(args.cpus)
         run(args, path)
     print(report(args, path))
 

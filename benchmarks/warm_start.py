@@ -30,7 +30,7 @@ import autopeft
 from autopeft.pareto import hypervolume_curve
 
 sys.path.insert(0, str(Path(__file__).parent))
-from real_task import FIELDS, LENGTHS, task_options  # noqa: E402  (the same task, data and rows)
+from real_task import FIELDS, LENGTHS, append_rows, local_ray, task_options, trial_rows  # noqa: E402
 
 DIRECTIONS = ["maximize", "minimize"]
 
@@ -62,17 +62,7 @@ def run(args: argparse.Namespace, real: dict, path: Path) -> None:
                 space=str(Path(__file__).parent / "real_task_space.yaml"), output_dir=out, progress=False)
         if len(result.trials) < args.trials:
             raise SystemExit(f"seed {seed} stopped after {len(result.trials)} trials")
-        new = not path.exists()
-        with path.open("a", newline="") as fh:
-            writer = csv.DictWriter(fh, FIELDS)
-            if new:
-                writer.writeheader()
-            for t in sorted(result.trials, key=lambda t: t.number):
-                writer.writerow({"task": "bbc", "optimizer": "mobo-warm", "seed": seed, "trial": t.number,
-                                 "status": t.status, "accuracy": t.objectives.get("accuracy", ""),
-                                 "trainable_percent": t.objectives.get("trainable_percent", ""),
-                                 "pareto": t.pareto, "test_accuracy": t.test_metrics.get("accuracy", ""),
-                                 "config": json.dumps(t.config)})
+        append_rows(path, FIELDS, trial_rows(result, "bbc", "mobo-warm", seed))
         print(f"seed {seed}: {len(result.front)} on the front, {result.seconds:.0f} s", flush=True)
 
 
@@ -131,11 +121,7 @@ def main() -> None:
     real = rows_of(args.real_task / "trials.csv")
     path = args.out / "trials.csv"
     if not args.report:
-        if args.cpus:
-            import ray
-
-            ray.init(address="local", num_cpus=args.cpus, include_dashboard=False, log_to_driver=False,
-                     configure_logging=False, logging_level="ERROR")
+        local_ray(args.cpus)
         run(args, real, path)
     print(report(args, real, path))
 
