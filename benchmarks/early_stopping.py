@@ -7,7 +7,8 @@ steps the search had spent, over seeds.
 
 The tasks, data and space are those of ``benchmarks/real_task.py`` (demo: Rotten Tomatoes;
 bbc: BBC News topics; 600 train / 300 dev examples per trial, batches of 8, the
-``real_task_space.yaml`` LoRA space). Each seed runs MOBO twice from the same initial designs:
+``examples/lora_short_trials.yaml`` LoRA space). Each seed runs MOBO twice from the same initial
+designs:
 ``fifo`` for ``--trials`` trials, each trained to the end, and ``moasha`` (rungs at
 ``reduction_factor ** -k`` of a trial's steps) for ``--es-trials`` trials. A search's compute is
 the sum of its trials' optimizer steps (a stopped trial counts the steps it took); the
@@ -36,7 +37,7 @@ import autopeft
 from autopeft.pareto import hypervolume_curve
 
 sys.path.insert(0, str(Path(__file__).parent))
-from real_task import LENGTHS, append_rows, local_ray, task_options  # noqa: E402  (the same tasks and data)
+from real_task import LENGTHS, SPACE, append_rows, local_ray, task_options  # noqa: E402  (the same tasks and data)
 
 DIRECTIONS = ["maximize", "minimize"]  # accuracy, trainable_percent
 FIELDS = ["task", "arm", "seed", "trial", "status", "accuracy", "trainable_percent", "train_steps",
@@ -169,7 +170,7 @@ def main() -> None:
     parser.add_argument("--max-train-examples", type=int, default=600)
     parser.add_argument("--max-eval-examples", type=int, default=300)
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--space", type=Path, default=Path(__file__).parent / "real_task_space.yaml")
+    parser.add_argument("--space", type=Path, default=SPACE)
     parser.add_argument("--cpus", type=int, default=None, help="a local Ray of this many CPUs")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/early_stopping"))
     parser.add_argument("--report", action="store_true", help="only print the table")

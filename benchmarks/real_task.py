@@ -12,7 +12,7 @@ search: ``--trials`` (18) trials, the first ``--initial`` (6) the same configura
 optimizer with the same seed (autopeft's shared initial designs), then each optimizer's own
 choices (12, twice the initial designs); 600 training and 300 dev examples of at most 32
 tokens (64 for ``bbc``: headlines and first lines), one epoch in batches of 8; the space is
-``real_task_space.yaml`` (the ``lora`` preset with learning rates for trials of a few dozen
+``examples/lora_short_trials.yaml`` (the ``lora`` preset with learning rates for trials of a few dozen
 steps). The hypervolumes of a task share one reference point (the worst dev accuracy and
 largest trainable share seen over all its searches). The test split scores the front
 member with the best dev accuracy (ties: the smaller one): selection is on dev only. The report
@@ -42,6 +42,8 @@ DIRECTIONS = ["maximize", "minimize"]  # accuracy, trainable_percent
 FIELDS = ["task", "optimizer", "seed", "trial", "status", "accuracy", "trainable_percent", "pareto",
           "test_accuracy", "config"]
 LENGTHS = {"demo": 32, "bbc": 64}
+#: the lora preset with learning rates for trials of a few dozen steps
+SPACE = Path(__file__).parents[1] / "examples" / "lora_short_trials.yaml"
 
 
 def bbc_csv(out: Path) -> Path:
@@ -227,7 +229,7 @@ def main() -> None:
     parser.add_argument("--max-train-examples", type=int, default=600)
     parser.add_argument("--max-eval-examples", type=int, default=300)
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--space", type=Path, default=Path(__file__).parent / "real_task_space.yaml")
+    parser.add_argument("--space", type=Path, default=SPACE)
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--ray-address", default=None, help="an existing Ray cluster ('auto': the local one)")
     parser.add_argument("--cpus", type=int, default=None,

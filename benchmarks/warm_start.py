@@ -30,7 +30,7 @@ import autopeft
 from autopeft.pareto import hypervolume_curve
 
 sys.path.insert(0, str(Path(__file__).parent))
-from real_task import FIELDS, LENGTHS, append_rows, local_ray, task_options, trial_rows  # noqa: E402
+from real_task import FIELDS, LENGTHS, SPACE, append_rows, local_ray, task_options, trial_rows  # noqa: E402
 
 DIRECTIONS = ["maximize", "minimize"]
 
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace, real: dict, path: Path) -> None:
                 **task_options("bbc", args.out), trials=args.trials, optimizer="mobo", seed=seed,
                 optimizer_options={"n_initial": args.initial}, warm_start=demo_front(real, seed),
                 max_train_examples=600, max_eval_examples=300, max_length=LENGTHS["bbc"], batch_size=8,
-                space=str(Path(__file__).parent / "real_task_space.yaml"), output_dir=out, progress=False)
+                space=str(SPACE), output_dir=out, progress=False)
         if len(result.trials) < args.trials:
             raise SystemExit(f"seed {seed} stopped after {len(result.trials)} trials")
         append_rows(path, FIELDS, trial_rows(result, "bbc", "mobo-warm", seed))
