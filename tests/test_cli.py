@@ -7,12 +7,13 @@ import dataclasses
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from autopeft import cli
-from autopeft.config import SECTIONS, SearchConfig
+from autopeft.config import SECTIONS, SearchConfig, load_config
 from autopeft.describe import count_configurations
 from autopeft.space import load_space, presets
 
@@ -113,3 +114,14 @@ def test_public_names_stay_what_they_are_after_their_modules_load() -> None:
     assert callable(autopeft.search) and autopeft.search.__module__ == "autopeft.driver"
     assert callable(autopeft.objective) and callable(autopeft.load_adapter)
     assert set(autopeft.__all__) <= set(dir(autopeft))
+
+
+@pytest.mark.parametrize("name", ["demo.yaml", "search.yaml"])
+def test_the_example_configs_pass_the_input_checks(name) -> None:
+    from autopeft.inputs import check_inputs
+
+    root = Path(__file__).resolve().parents[1]
+    config = load_config(str(root / "examples" / name), {})
+    if not Path(config.space).is_absolute() and config.space.endswith(".yaml"):
+        config.space = str(root / config.space)  # `make demo` runs from the checkout's root
+    check_inputs(config)
