@@ -80,11 +80,15 @@ def prepare(config: SearchConfig) -> tuple[SearchSetup, Optimizer]:
     # two), so that a 12-trial search still spends half its trials on a model; every optimizer
     # starts from the same designs for the same seed.
     options.setdefault("n_initial", max(2 * (len(objectives) + 1), min(10, config.trials // 3)))
+    warm = warm_start_configs(config, setup.space) if config.warm_start else []
+    if "n_initial" not in config.optimizer_options:
+        # Every warm configuration gets tried: they take the place of random designs.
+        options["n_initial"] = max(options["n_initial"], len(warm))
     optimizer = make_optimizer(config.optimizer, setup.space, [o.direction for o in objectives], seed=config.seed,
                                reference_point=[references(config, objectives).get(o.name) for o in objectives],
                                **options)
-    if config.warm_start:
-        optimizer.warm_start(warm_start_configs(config, setup.space))
+    if warm:
+        optimizer.warm_start(warm)
     return setup, optimizer
 
 

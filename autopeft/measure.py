@@ -41,6 +41,12 @@ class PeakMemory:
             self._thread.start()
         return self
 
+    def so_far(self) -> float:
+        """The peak in MiB up to now, inside the ``with`` block (a rung's reading)."""
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_allocated(self.device) / 2**20
+        return self.peak_mb
+
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         if self.device.type == "cuda":

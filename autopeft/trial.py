@@ -202,10 +202,12 @@ class _Rungs:
     def __call__(self, point: dict[str, float], evaluation: Evaluation, loop: TrainingLoop) -> None:
         if self.report is None:
             return
-        setup, trainable = self.setup, count_parameters(loop.model)[0]
+        # What the optimizer trains, not what requires grad now: IST freezes layers per step.
+        setup = self.setup
+        trainable = sum(p.numel() for group in loop.optimizer.param_groups for p in group["params"])
         cost = {"trainable_params": float(trainable),
                 "trainable_percent": 100.0 * trainable / setup.layout.num_parameters,
-                "base_params": float(self.base_params), "peak_memory_mb": self.memory.peak_mb}
+                "base_params": float(self.base_params), "peak_memory_mb": self.memory.so_far()}
         output = TrialOutput(config=dict(self.config), values=self.trial.values, model=loop.model,
                              tokenizer=self.trial.tokenizer, predictions=evaluation.predictions,
                              labels=evaluation.labels, metrics=evaluation.metrics, cost=cost,

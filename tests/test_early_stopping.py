@@ -165,3 +165,13 @@ def test_every_optimizer_takes_a_stopped_trial_as_an_observation(name) -> None:
         assert trial.state.name == "COMPLETE" and trial.values == [0.55, 0.2]
         assert trial.user_attrs["fidelity"] == pytest.approx(1 / 3)
     assert optimizer.ask() != config
+
+
+def test_identical_results_share_a_place_at_a_rung() -> None:
+    losses = np.array([[1, 0], [.9, 1], [1, .1], [1, .9], [.8, .5], [.2, .8], [.8, .5]])
+    places = priority_ranks(losses)
+    assert places[4] == places[6]
+    scheduler = make_scheduler({"a": "minimize", "b": "minimize"}, EarlyStopping("moasha", rungs=1))
+    decisions = [scheduler.decide(str(i), {"progress": 0.34, "objective/a": a, "objective/b": b})
+                 for i, (a, b) in enumerate(losses)]
+    assert decisions[6] == "CONTINUE"  # ties with trial 4, which holds a promoted place

@@ -39,18 +39,20 @@ def non_domination_ranks(losses: np.ndarray) -> np.ndarray:
 
 
 def crowding_distances(losses: np.ndarray) -> np.ndarray:
-    """NSGA-II's crowding distance of each row within its set (boundary rows: infinite)."""
-    n, m = losses.shape
+    """NSGA-II's crowding distance of each row within its set (boundary rows: infinite);
+    identical rows get the same distance (computed once, on the distinct rows)."""
+    unique, inverse = np.unique(losses, axis=0, return_inverse=True)
+    n, m = unique.shape
     distance = np.zeros(n)
     if n <= 2:
-        return np.full(n, np.inf)
+        return np.full(len(losses), np.inf)
     for j in range(m):
-        order = np.argsort(losses[:, j], kind="stable")
-        span = losses[order[-1], j] - losses[order[0], j]
+        order = np.argsort(unique[:, j], kind="stable")
+        span = unique[order[-1], j] - unique[order[0], j]
         distance[order[0]] = distance[order[-1]] = np.inf
         if span > 0:
-            distance[order[1:-1]] += (losses[order[2:], j] - losses[order[:-2], j]) / span
-    return distance
+            distance[order[1:-1]] += (unique[order[2:], j] - unique[order[:-2], j]) / span
+    return distance[inverse.reshape(-1)]
 
 
 def priority_ranks(losses: np.ndarray) -> np.ndarray:
