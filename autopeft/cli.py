@@ -144,7 +144,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     if result.evaluation is not None:
         from autopeft.evaluation import format_evaluation
 
-        print(f"\nThe front retrained at full fidelity, {config.final_seeds} seeds (mean ± sd)"
+        fidelity = "the final fidelity" if config.final_fidelity else "full fidelity"
+        print(f"\nThe front retrained at {fidelity}, {config.final_seeds} seed{'s' if config.final_seeds != 1 else ''} "
+              f"(mean ± sd)"
               f"{', with the baselines' if config.baselines else ''}:\n")
         print(format_evaluation(result.evaluation, result.objectives))
     print(f"\nMLflow run {result.run_id} in {result.tracking_uri}")
