@@ -158,18 +158,26 @@ def evaluation_table(results: list[MemberEvaluation], objectives: list[Objective
     return pd.DataFrame(rows)
 
 
+def _shown(table: pd.DataFrame, objectives: list[ObjectiveInfo]) -> list[str]:
+    """The columns an evaluation shows: the objectives, then every test metric."""
+    return [o.name for o in objectives] + sorted({c[:-5] for c in table.columns
+                                                  if c.startswith("test_") and c.endswith("_mean")})
+
+
+def _mean_sd(row: pd.Series, name: str) -> str:
+    mean, sd = row.get(f"{name}_mean"), row.get(f"{name}_std")
+    if mean is None or pd.isna(mean):
+        return "-"
+    return f"{mean:.4g}" + ("" if sd is None or pd.isna(sd) else f" ± {sd:.2g}")
+
+
 def format_evaluation(table: pd.DataFrame, objectives: list[ObjectiveInfo]) -> str:
     """The evaluation table for the terminal: mean ± sd per column, the front marked."""
-    names = [o.name for o in objectives] + sorted({c[:-5] for c in table.columns
-                                                   if c.startswith("test_") and c.endswith("_mean")})
+    names = _shown(table, objectives)
     width = max([10, *(len(t) for t in table["trial"])])
     lines = ["  ".join(["trial".ljust(width), "seeds", *(f"{n:>18}" for n in names), "front"])]
     for _, row in table.iterrows():
-        cells = []
-        for n in names:
-            mean, sd = row.get(f"{n}_mean"), row.get(f"{n}_std")
-            cells.append(f"{'-' if mean is None or pd.isna(mean) else f'{mean:.4g}'}"
-                         f"{'' if sd is None or pd.isna(sd) else f' ± {sd:.2g}'}".rjust(18))
+        cells = [_mean_sd(row, n).rjust(18) for n in names]
         lines.append("  ".join([row["trial"].ljust(width), f"{row['seeds']:>5}", *cells,
                                 "yes" if row["on_front"] else "no"]))
     return "\n".join(lines)
@@ -205,17 +213,12 @@ def evaluate(run_id: str | None = None, *, experiment: str = "autopeft", trackin
 
 def evaluation_markdown(table: pd.DataFrame, objectives: list[ObjectiveInfo]) -> str:
     """The evaluation as a Markdown table (mean ± sd), for the search's description."""
-    names = [o.name for o in objectives] + sorted({c[:-5] for c in table.columns
-                                                   if c.startswith("test_") and c.endswith("_mean")})
+    names = _shown(table, objectives)
     seeds = int(table["seeds"].max()) if len(table) else 0
     lines = [f"**Final evaluation: retrained alike, {seeds} seed{'s' if seeds != 1 else ''} each**", "",
              "| | kind | " + " | ".join(names) + " | on the front |", "|---" * (3 + len(names)) + "|"]
     for _, row in table.iterrows():
-        cells = []
-        for n in names:
-            mean, sd = row.get(f"{n}_mean"), row.get(f"{n}_std")
-            cells.append("-" if mean is None or pd.isna(mean) else
-                         f"{mean:.4g}" + ("" if sd is None or pd.isna(sd) else f" ± {sd:.2g}"))
+        cells = [_mean_sd(row, n) for n in names]
         lines.append(f"| {row['trial']} | {row['kind']} | " + " | ".join(cells)
                      + f" | {'yes' if row['on_front'] else 'no'} |")
     return "\n".join(lines + ["", "Artifacts: `evaluation.csv`, `evaluation_front.png`, `.html`."])
