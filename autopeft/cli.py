@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
                                         "and report dev and test mean and sd")
     v.add_argument("--seeds", type=int, default=3, help="training seeds per front member (default: 3)")
     v.add_argument("--baselines", nargs="*", metavar="NAME", help=BASELINES_HELP)
+    v.add_argument("--concurrency", type=int, default=1,
+                   help="retrainings at once, on Ray (CPUs and GPUs are split evenly; default: 1)")
+    v.add_argument("--ray-address", help="run the retrainings on the Ray cluster at this address")
     add_config_flags(v.add_argument_group("fidelity (default: the search's, with every training and dev "
                                           "example)"), Fidelity, "fidelity.", defaults=False)
     add_store_flags(v)
@@ -198,7 +201,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     fidelity = {k.split(".", 1)[1]: v for k, v in vars(args).items() if k.startswith("fidelity.") and v is not None}
     table = evaluate(args.run_id, experiment=args.experiment, tracking_uri=args.tracking_uri,
                      output_dir=args.output_dir, seeds=args.seeds, fidelity=fidelity,
-                     baselines=None if args.baselines is None else args.baselines or ["all"])
+                     baselines=None if args.baselines is None else args.baselines or ["all"],
+                     concurrency=args.concurrency, ray_address=args.ray_address)
     print(format_evaluation(table, table.attrs["objectives"]))
     print("\nruns nested under the search (tags autopeft.role=evaluation, =baseline); evaluation.csv and "
           "evaluation_front.png/.html in its artifacts")

@@ -29,7 +29,7 @@ from autopeft.optimizers.outcomes import OutcomeConstraint
 from autopeft.progress import ProgressLine
 from autopeft.records import HypervolumeLog, ObjectiveInfo, TrialRecord, front_of, front_table, meets
 from autopeft.report import front_markdown, format_front, plot_front_html, plot_front_png, plot_hypervolume_png
-from autopeft.runner import OBJECTIVE_PREFIX, STRATEGY_REPORT, run_trials
+from autopeft.runner import OBJECTIVE_PREFIX, STRATEGY_REPORT, ray_session, run_trials
 from autopeft.measure import Stopwatch
 from autopeft.space import Config, SearchSpace, SpaceSpec
 from autopeft.space.space import Derive
@@ -317,27 +317,32 @@ def run_search(config: SearchConfig, *, progress: bool = True) -> SearchResult:
     line = ProgressLine(config.trials, enabled=progress)
     monitor = _Monitor(objectives, tracker, line, references(config, setup.objectives),
                        outcome_constraints(config, [o.name for o in objectives]), setup.space)
-    try:
-        timings = run_trials(setup, optimizer, trials=config.trials, concurrency=config.concurrency,
-                             listeners=[monitor], storage=out_dir / "ray" / name,
-                             ray_address=config.ray_address, early_stopping=config.early_stopping)
-        line.close()
-        timings["tracking_seconds"] = monitor.tracking.seconds
-        result = _finish(config, setup, tracker, monitor, objectives, run_id, started, timings)
-    except BaseException as err:
-        line.close()
-        for record in monitor.records.values():
-            if record.status == "running":
-                record.status, record.error = "interrupted", "the search ended before the trial finished"
-                tracker.finish_trial(record)
-        tracker.fail_search(f"{type(err).__name__}: {err}")
-        raise
-    if config.final_seeds and result.front:
-        from autopeft.evaluation import evaluate
+    # One Ray for the trials and the final evaluation's retrainings (starting one costs ~8 s).
+    with ray_session(config.ray_address) as ray_seconds:
+        try:
+            timings = run_trials(setup, optimizer, trials=config.trials, concurrency=config.concurrency,
+                                 listeners=[monitor], storage=out_dir / "ray" / name,
+                                 ray_address=config.ray_address, early_stopping=config.early_stopping)
+            line.close()
+            timings["ray_start_seconds"] = ray_seconds
+            timings["tracking_seconds"] = monitor.tracking.seconds
+            result = _finish(config, setup, tracker, monitor, objectives, run_id, started, timings)
+        except BaseException as err:
+            line.close()
+            for record in monitor.records.values():
+                if record.status == "running":
+                    record.status, record.error = "interrupted", "the search ended before the trial finished"
+                    tracker.finish_trial(record)
+            tracker.fail_search(f"{type(err).__name__}: {err}")
+            raise
+        if config.final_seeds and result.front:
+            from autopeft.evaluation import evaluate
 
-        result.evaluation = evaluate(run_id, experiment=config.experiment, tracking_uri=result.tracking_uri,
-                                     seeds=config.final_seeds, objectives=config.objectives, progress=progress,
-                                     fidelity=config.final_fidelity or None, baselines=config.baselines or None)
+            result.evaluation = evaluate(run_id, experiment=config.experiment, tracking_uri=result.tracking_uri,
+                                         seeds=config.final_seeds, objectives=config.objectives,
+                                         fidelity=config.final_fidelity or None, baselines=config.baselines or None,
+                                         concurrency=config.concurrency, ray_address=config.ray_address,
+                                         progress=progress)
     return result
 
 

@@ -66,19 +66,23 @@ def stored_config(client: MlflowClient, stored: StoredSearch) -> SearchConfig:
 
 def evaluate_front(client: MlflowClient, stored: StoredSearch, *, seeds: int = 3,
                    fidelity: dict[str, Any] | None = None, objectives: list[Any] | None = None,
-                   baselines: list[str] | None = None, progress: bool = True) -> list[MemberEvaluation]:
+                   baselines: list[str] | None = None, concurrency: int = 1, ray_address: str | None = None,
+                   progress: bool = True) -> list[MemberEvaluation]:
     """Retrain each front member of ``stored`` with ``seeds`` training seeds at full fidelity
     (all examples; ``fidelity`` overrides any of its fields) on the search's own data splits,
+    ``concurrency`` retrainings at once (on Ray, on the cluster at ``ray_address`` if given),
     log each run under the search, and mark the members that stay on the front of the means.
     ``objectives`` replaces the stored ones (needed for objectives defined in Python).
     ``baselines`` (names, or ``["all"]``) are trained the same way and join the front of the
     means, so that a member a hand-made configuration beats drops off it."""
+    from autopeft.runner import run_jobs
     from autopeft.baselines import baseline_setup, resolve_baselines
     from autopeft.driver import load_setup
 
     chosen = resolve_baselines(baselines) if baselines else []
-    if seeds < 1:
-        raise AutopeftError(f"must be a positive integer, got {seeds}", key="--seeds")
+    for key, value in (("--seeds", seeds), ("--concurrency", concurrency)):
+        if value < 1:
+            raise AutopeftError(f"must be a positive integer, got {value}", key=key)
     front = stored.front()
     if not front:
         raise AutopeftError(f"search {stored.parent.info.run_name} has no front to evaluate")
@@ -96,40 +100,46 @@ def evaluate_front(client: MlflowClient, stored: StoredSearch, *, seeds: int = 3
         pinned = baseline_setup(setup, baseline)
         record = TrialRecord(0, baseline.name, pinned.space.fixed, status="completed")
         jobs.append((MemberEvaluation(record, baseline=baseline.name), pinned))
-    results = []
-    for evaluation, job_setup in jobs:
-        for i in range(seeds):
-            seed = config.seed + i
-            if progress:
-                print(f"evaluating {evaluation.name}, seed {seed} ({i + 1}/{seeds})", file=sys.stderr)
-            run_id = evaluation_run(client, stored, evaluation.trial, seed, config.fidelity, evaluation.baseline)
-            _retrain(client, run_id, dataclasses.replace(job_setup, seed=seed), evaluation, names,
-                     {} if evaluation.baseline else evaluation.trial.config)
-        results.append(evaluation)
+    runs = [(evaluation, job_setup, config.seed + i, i) for evaluation, job_setup in jobs for i in range(seeds)]
+    run_ids: dict[int, str] = {}
+
+    def start(k: int) -> None:
+        evaluation, _, seed, i = runs[k]
+        if progress:
+            print(f"evaluating {evaluation.name}, seed {seed} ({i + 1}/{seeds})", file=sys.stderr)
+        run_ids[k] = evaluation_run(client, stored, evaluation.trial, seed, config.fidelity, evaluation.baseline)
+
+    def done(k: int, scores: dict[str, dict[str, float]] | None, error: str | None) -> None:
+        evaluation, _, seed, _ = runs[k]
+        if error is not None:
+            evaluation.errors.append(f"seed {seed}: {error}")
+            finish_evaluation_run(client, run_ids[k], {}, {}, error=evaluation.errors[-1])
+            return
+        for name in names:
+            evaluation.dev.setdefault(name, []).append(scores["dev"][name])
+        for name, value in scores["test"].items():
+            evaluation.test.setdefault(name, []).append(value)
+        finish_evaluation_run(client, run_ids[k], {**scores["dev"], **scores["cost"]},
+                              {f"test_{name}": v for name, v in scores["test"].items()})
+
+    run_jobs(retrain, [(dataclasses.replace(job_setup, seed=seed), {} if e.baseline else e.trial.config)
+                       for e, job_setup, seed, _ in runs],
+             concurrency=concurrency, ray_address=ray_address, on_start=start, on_done=done)
+    results = [evaluation for evaluation, _ in jobs]
     _mark_front(results, [ObjectiveInfo(o.name, o.direction) for o in setup.objectives])
     return results
 
 
-def _retrain(client: MlflowClient, run_id: str, setup: Any, evaluation: MemberEvaluation, names: list[str],
-             config: dict[str, Any]) -> None:
-    """One seed of ``evaluation``: train, score dev and test, log to ``run_id``."""
+def retrain(setup: Any, config: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """One retraining (runs in a worker): train ``config`` with ``setup`` (its seed and
+    fidelity), score dev and test; returns the dev objectives, the costs and the test scores."""
     from autopeft.trial import run_trial, score_adapter
 
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            result = run_trial(setup, config, save_to=Path(tmp) / "adapter")
-            cost = {k: v for k, v in result.cost.items() if k in COSTS}
-            test = score_adapter(setup, Path(tmp) / "adapter", setup.data.test, config, cost)
-    except Exception as err:  # one failed retraining leaves the others standing
-        evaluation.errors.append(f"seed {setup.seed}: {type(err).__name__}: {err}")
-        finish_evaluation_run(client, run_id, {}, {}, error=evaluation.errors[-1])
-        return
-    for name in names:
-        evaluation.dev.setdefault(name, []).append(result.objectives[name])
-    for name, value in test.items():
-        evaluation.test.setdefault(name, []).append(value)
-    finish_evaluation_run(client, run_id, {**result.objectives, **result.cost},
-                          {f"test_{k}": v for k, v in test.items()})
+    with tempfile.TemporaryDirectory() as tmp:
+        result = run_trial(setup, config, save_to=Path(tmp) / "adapter")
+        cost = {k: v for k, v in result.cost.items() if k in COSTS}
+        test = score_adapter(setup, Path(tmp) / "adapter", setup.data.test, config, cost)
+    return {"dev": dict(result.objectives), "cost": cost, "test": test}
 
 
 def _mark_front(results: list[MemberEvaluation], objectives: list[ObjectiveInfo]) -> None:
@@ -186,11 +196,12 @@ def format_evaluation(table: pd.DataFrame, objectives: list[ObjectiveInfo]) -> s
 def evaluate(run_id: str | None = None, *, experiment: str = "autopeft", tracking_uri: str | None = None,
              output_dir: str | None = None, seeds: int = 3, fidelity: dict[str, Any] | None = None,
              objectives: list[Any] | None = None, baselines: list[str] | None = None,
-             progress: bool = True) -> pd.DataFrame:
+             concurrency: int = 1, ray_address: str | None = None, progress: bool = True) -> pd.DataFrame:
     """Retrain the front of search ``run_id`` (default: the experiment's latest) at full
-    fidelity with ``seeds`` seeds, and the ``baselines`` (names or ``["all"]``) with it; logs
-    the runs, ``evaluation.csv`` and the plot ``evaluation_front.png``/``.html`` under the
-    search and returns the table (see :func:`evaluation_table`)."""
+    fidelity with ``seeds`` seeds, and the ``baselines`` (names or ``["all"]``) with it,
+    ``concurrency`` at once; logs the runs, ``evaluation.csv`` and the plot
+    ``evaluation_front.png``/``.html`` under the search and returns the table (see
+    :func:`evaluation_table`)."""
     from autopeft.report import plot_evaluation_html, plot_evaluation_png
     from autopeft.tracking import open_search
 
@@ -198,7 +209,8 @@ def evaluate(run_id: str | None = None, *, experiment: str = "autopeft", trackin
                        ).resolved_tracking_uri
     client, stored = open_search(uri, experiment, run_id, explicit_uri=bool(tracking_uri))
     results = evaluate_front(client, stored, seeds=seeds, fidelity=fidelity, objectives=objectives,
-                             baselines=baselines, progress=progress)
+                             baselines=baselines, concurrency=concurrency, ray_address=ray_address,
+                             progress=progress)
     table = evaluation_table(results, stored.objectives)
     with tempfile.TemporaryDirectory() as tmp:
         table.to_csv(Path(tmp) / "evaluation.csv", index=False)

@@ -14,7 +14,7 @@ import pickle
 import tempfile
 import time
 import traceback
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -193,23 +193,82 @@ def plan_resources(concurrency: int) -> Resources:
     return Resources(cpus, min(1.0, gpus / concurrency) if gpus else 0.0)
 
 
-def run_trials(setup: SearchSetup, optimizer: Optimizer, *, trials: int, concurrency: int,
-               listeners: list[TrialListener], storage: Path, ray_address: str | None = None,
-               early_stopping: EarlyStopping | None = None) -> dict[str, float]:
-    """Run ``trials`` trials, ``concurrency`` at a time, on a local Ray (started and shut down
-    here) or on the cluster at ``ray_address``, stopping some early as ``early_stopping``
-    says. Returns where the driver's time went."""
-    timings = {"ray_start_seconds": 0.0}
+@contextmanager
+def ray_session(address: str | None = None) -> Iterator[float]:
+    """Ray for the block: the runtime already up, the cluster at ``address``, or a local one
+    started here and shut down after. Yields the seconds it took to start (0 if it was up)."""
     started = time.perf_counter()
     # Tune's own console reporter would interleave with autopeft's progress line.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     started_here = not ray.is_initialized()
     if started_here:
         # "local": without it Ray joins whatever cluster `ray start` left on this machine.
-        ray.init(address=ray_address or "local", include_dashboard=False, log_to_driver=False,
+        ray.init(address=address or "local", include_dashboard=False, log_to_driver=False,
                  configure_logging=False, logging_level="ERROR")
-        timings["ray_start_seconds"] = time.perf_counter() - started
     try:
+        yield time.perf_counter() - started if started_here else 0.0
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def _threaded(function: Callable[..., Any], threads: int, *args: Any) -> Any:
+    torch.set_num_threads(threads)
+    return function(*args)
+
+
+def _error_line(err: BaseException) -> str:
+    cause = getattr(err, "cause", None) or err  # a RayTaskError carries the job's own exception
+    return f"{type(cause).__name__}: {cause}".strip().splitlines()[0]
+
+
+def run_jobs(function: Callable[..., Any], jobs: Sequence[tuple], *, concurrency: int = 1,
+             ray_address: str | None = None, on_start: Callable[[int], None] = lambda i: None,
+             on_done: Callable[[int, Any, str | None], None] = lambda i, result, error: None) -> None:
+    """Run ``function(*job)`` for every job, ``concurrency`` at a time on Ray, each with an
+    even share of the CPUs (in this process, one after another, when ``concurrency`` is 1 and
+    no cluster is given). ``on_start(i)`` and ``on_done(i, result, error)`` run in the driver
+    as job ``i`` is dispatched and ends; ``error`` is the failure's one-line reason, and a
+    failing job never stops the others.
+
+    Ray Tune is for searches, with a searcher asking for trials; these are independent jobs
+    known up front (retrainings of a front), so plain Ray tasks run them."""
+    if concurrency == 1 and ray_address is None:
+        for i, job in enumerate(jobs):
+            on_start(i)
+            try:
+                result, error = function(*job), None
+            except Exception as err:  # one failed job leaves the others standing
+                result, error = None, _error_line(err)
+            on_done(i, result, error)
+        return
+    with ray_session(ray_address):
+        resources = plan_resources(concurrency)
+        task = ray.remote(num_cpus=resources.cpus_per_trial, num_gpus=resources.gpus_per_trial,
+                          max_retries=0)(_threaded)
+        waiting, running = list(enumerate(jobs)), {}
+        while waiting or running:
+            while waiting and len(running) < concurrency:
+                i, job = waiting.pop(0)
+                on_start(i)
+                running[task.remote(function, resources.cpus_per_trial, *job)] = i
+            (ready,), _ = ray.wait(list(running), num_returns=1)
+            i = running.pop(ready)
+            try:
+                result, error = ray.get(ready), None
+            except Exception as err:  # the job raised, or its worker died
+                result, error = None, _error_line(err)
+            on_done(i, result, error)
+
+
+def run_trials(setup: SearchSetup, optimizer: Optimizer, *, trials: int, concurrency: int,
+               listeners: list[TrialListener], storage: Path, ray_address: str | None = None,
+               early_stopping: EarlyStopping | None = None) -> dict[str, float]:
+    """Run ``trials`` trials, ``concurrency`` at a time, on a local Ray (started and shut down
+    here) or on the cluster at ``ray_address``, stopping some early as ``early_stopping``
+    says. Returns where the driver's time went."""
+    with ray_session(ray_address) as ray_seconds:
+        timings = {"ray_start_seconds": ray_seconds}
         resources = plan_resources(concurrency)
         scheduler = make_scheduler({o.name: o.direction for o in setup.objectives}, early_stopping or EarlyStopping())
         setup = dataclasses.replace(setup, milestones=scheduler.milestones)
@@ -229,7 +288,4 @@ def run_trials(setup: SearchSetup, optimizer: Optimizer, *, trials: int, concurr
         tuner.fit()
         timings["fit_seconds"] = time.perf_counter() - fit_started
         timings["suggest_seconds"] = searcher.suggest_seconds
-    finally:
-        if started_here:
-            ray.shutdown()
     return timings

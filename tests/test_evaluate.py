@@ -9,6 +9,7 @@ from mlflow.tracking import MlflowClient
 import autopeft
 from autopeft.cli import main
 from autopeft.evaluation import evaluate
+from autopeft.runner import run_jobs
 from autopeft.tracking import EVALUATES, PARENT, ROLE
 
 
@@ -57,13 +58,38 @@ def test_bad_seeds_is_a_one_line_error(tiny_search, capsys) -> None:
 
 @pytest.mark.slow
 def test_a_search_with_final_seeds_evaluates_its_front(tiny_model_dir, sentiment_csv, tmp_path) -> None:
+    # concurrency 2: the retrainings run two at a time as Ray tasks on the search's own Ray.
     result = autopeft.search(
         task="classification", model=str(tiny_model_dir), train_file=str(sentiment_csv), text_column="review",
-        label_column="verdict", optimizer="random", trials=2, max_train_examples=48, max_length=32,
-        final_seeds=1, output_dir=str(tmp_path / "runs"), progress=False)
+        label_column="verdict", optimizer="random", trials=3, concurrency=2, max_train_examples=48,
+        max_length=32, final_seeds=2, output_dir=str(tmp_path / "runs"), progress=False)
     assert result.evaluation is not None
     assert sorted(result.evaluation["trial"]) == sorted(t.name for t in result.front)
-    assert len(_evaluation_runs(result)[1]) == len(result.front)
+    assert (result.evaluation["seeds"] == 2).all() and (result.evaluation["errors"] == "").all()
+    runs = _evaluation_runs(result)[1]
+    assert len(runs) == 2 * len(result.front)
+    assert all(r.info.status == "FINISHED" and "test_accuracy" in r.data.metrics for r in runs)
+
+
+@pytest.mark.parametrize("concurrency", [1, 2])
+def test_jobs_run_at_most_concurrency_at_once_and_a_failure_stops_no_other(concurrency) -> None:
+    import operator
+
+    running, most, ended = set(), [0], {}
+
+    def start(i):
+        running.add(i)
+        most[0] = max(most[0], len(running))
+
+    def done(i, result, error):
+        running.discard(i)
+        ended[i] = (result, error)
+
+    run_jobs(operator.truediv, [(1, 2), (1, 0), (3, 1), (8, 2)], concurrency=concurrency, on_start=start,
+             on_done=done)
+    assert ended[0] == (0.5, None) and ended[2] == (3.0, None) and ended[3] == (4.0, None)
+    assert ended[1][0] is None and ended[1][1].startswith("ZeroDivisionError: ")
+    assert most[0] == concurrency
 
 
 def test_baselines_are_trained_alike_and_drawn_with_the_front(tiny_search, capsys) -> None:
