@@ -5,9 +5,14 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PIP := $(BIN)/python -m pip --quiet --disable-pip-version-check
-# uv installs the rest: it downloads in parallel and skips compiling every module up front,
-# which takes installing from over 3 minutes to under one here.
+# uv installs the rest: it downloads in parallel, and neither it nor pip (--no-compile) compiles
+# every module of the environment up front; Python caches the bytecode of what is imported, as
+# it is first imported. That takes installing from over 3 minutes to under one here.
 UV := $(BIN)/uv pip install --quiet --python $(BIN)/python
+# ...which needs Python allowed to write that cache into the venv, which is ours: a machine that
+# sets PYTHONDONTWRITEBYTECODE (this one does) would compile torch, Ray, MLflow... again in every
+# process, every trial's worker included (about 20 s each).
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: install demo test test-fast bench clean
 
