@@ -107,14 +107,17 @@ class SearchTracker:
         # A trial stopped early did what it was asked to (a low-fidelity observation).
         status = "FINISHED" if record.status in ("completed", "stopped") else "FAILED"
         values = {**record.metrics, **record.objectives}
-        metrics = [Metric(k, float(v), _now_ms(), 0) for k, v in values.items()]
+        # At the trial's last step: MLflow shows a metric's value at its highest step, and the
+        # rungs and epochs logged the same names on the way (at their training step).
+        step = int(record.metrics.get("train_steps", 0))
+        metrics = [Metric(k, float(v), _now_ms(), step) for k, v in values.items()]
         tags = [RunTag(STATUS, record.status)]
         if record.status == "completed":
             tags.append(RunTag(FEASIBLE, str(record.feasible).lower()))
         if record.error:
             tags.append(RunTag(ERROR, record.error[:5000]))
         report = {k: v for k, v in record.strategy_report.items() if k != "name"}
-        metrics += [Metric(k, v, _now_ms(), 0) for k, v in flat_numbers(report).items()]
+        metrics += [Metric(k, v, _now_ms(), step) for k, v in flat_numbers(report).items()]
         self.client.log_batch(record.run_id, metrics=metrics, tags=tags)
         if report:
             self.client.log_dict(record.run_id, record.strategy_report, "strategy.json")

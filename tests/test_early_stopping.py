@@ -112,6 +112,10 @@ def test_search_with_moasha_stops_trials_and_records_them(tiny_model_dir, tmp_pa
         run = client.get_run(t.run_id)
         assert run.data.tags["autopeft.status"] == t.status
         assert run.info.status == "FINISHED"
+        # The run shows the trial's final figures, not those of a rung or epoch logged on the way
+        # (MLflow shows a metric's value at its highest step).
+        assert run.data.metrics["train_steps"] == t.metrics["train_steps"]
+        assert all(run.data.metrics[k] == pytest.approx(v) for k, v in t.objectives.items())
     run = client.get_run(stopped[0].run_id)
     assert "accuracy" in run.data.metrics and run.data.metrics["progress"] <= 0.5
     assert client.get_run(result.run_id).data.params["early_stopping.scheduler"] == "moasha"

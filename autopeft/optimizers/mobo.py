@@ -68,6 +68,24 @@ _SCREENED = 200
 AskSource = Literal["initial", "model", "random"]
 
 
+def _allow_fused_kernel(allowed: bool) -> None:
+    """Whether BoTorch may JIT-compile its fused qLogEHVI kernel at its next load attempt.
+    BoTorch has no public switch: it compiles on the first acquisition it builds unless its
+    loader has already run, so a kernel not yet loaded is skipped by marking that it did."""
+    global _kernel_skipped
+    from botorch.acquisition.multi_objective import logei
+
+    if getattr(logei, "_C", None) is not None or not hasattr(logei, "_load_attempted"):
+        return
+    if not allowed and not logei._load_attempted:
+        logei._load_attempted = _kernel_skipped = True
+    elif allowed and _kernel_skipped:  # skipped here before: let BoTorch try after all
+        logei._load_attempted = _kernel_skipped = False
+
+
+_kernel_skipped = False
+
+
 @register_optimizer("mobo")
 class MOBO(Optimizer):
     """qLogNEHVI Bayesian optimisation over a discrete candidate set.
@@ -93,6 +111,11 @@ class MOBO(Optimizer):
             0.5); a name refers to a metric given to :meth:`tell`. Each constrained metric
             gets a surrogate, and qLogNEHVI weights candidates by their chance to be feasible.
         polish: Refine the float coordinates of the best candidates by gradient ascent.
+        fused_kernel: Let BoTorch build its fused C++ qLogEHVI kernel on first use: asks
+            1.3-1.7x faster at 8 trials (more as the front grows), for a one-off compile of
+            about a minute per environment (cached in ``~/.cache/torch_extensions``) that
+            lands in the middle of the search and needs a C++ compiler. Worth it for
+            searches of many trials; off by default, which is BoTorch's PyTorch code.
     """
 
     def __init__(self, space: SearchSpace, directions: Sequence[str], *, seed: int = 0,
@@ -100,7 +123,7 @@ class MOBO(Optimizer):
                  n_initial: int | None = None, n_candidates: int = 2000, mc_samples: int = 128,
                  surrogate: str = "gp", saas_warmup: int = 128, saas_samples: int = 64,
                  saas_thinning: int = 4, copula: bool = False,
-                 outcome_constraints: Any = None, polish: bool = True) -> None:
+                 outcome_constraints: Any = None, polish: bool = True, fused_kernel: bool = False) -> None:
         super().__init__(space, directions, seed=seed, reference_point=reference_point)
         m = len(self.directions)
         self._fit = get_surrogate(surrogate)
@@ -122,6 +145,7 @@ class MOBO(Optimizer):
         self.mc_samples = mc_samples
         self.copula = bool(copula)
         self.polish = bool(polish)
+        self.fused_kernel = bool(fused_kernel)
         self.outcome_constraints = parse_constraints(outcome_constraints, m)
         self.last_ask_source: AskSource | None = None
         self._rng = np.random.default_rng(seed)
@@ -257,6 +281,7 @@ class MOBO(Optimizer):
             X_pending: ``p x d`` pending configurations, or ``None``.
             seed: Seeds NUTS and the MC sampler.
         """
+        _allow_fused_kernel(self.fused_kernel)
         m = len(self.directions)
         signs = to_maximization(np.ones((1, m)), self.directions)[0]
         Y = to_maximization(values, self.directions)
