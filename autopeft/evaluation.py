@@ -25,7 +25,7 @@ from autopeft.config import Fidelity, SearchConfig, config_from_record
 from autopeft.costs import COSTS
 from autopeft.errors import AutopeftError
 from autopeft.records import ObjectiveInfo, TrialRecord, front_of, summarize_config
-from autopeft.tracking import CONFIG_ARTIFACT, StoredSearch, evaluation_run, finish_evaluation_run
+from autopeft.tracking import CONFIG_ARTIFACT, REUSED, StoredSearch, evaluation_run, finish_evaluation_run
 
 #: the default fidelity of a final evaluation: every training and dev example
 FULL = {"max_train_examples": None, "max_eval_examples": None}
@@ -90,6 +90,7 @@ def evaluate_front(client: MlflowClient, stored: StoredSearch, *, seeds: int = 3
     unknown = set(fidelity or {}) - {f.name for f in dataclasses.fields(Fidelity)}
     if unknown:
         raise AutopeftError(f"unknown fidelity setting {sorted(unknown)[0]}")
+    searched = config.fidelity
     config.fidelity = dataclasses.replace(config.fidelity, **{**FULL, **(fidelity or {})})
     if objectives is not None:
         config.objectives = list(objectives)
@@ -103,11 +104,22 @@ def evaluate_front(client: MlflowClient, stored: StoredSearch, *, seeds: int = 3
     runs = [(evaluation, job_setup, config.seed + i, i) for evaluation, job_setup in jobs for i in range(seeds)]
     run_ids: dict[int, str] = {}
 
+    def reusable(evaluation: MemberEvaluation, seed: int) -> bool:
+        # Training is seeded: at the search's fidelity and seed, a front member's trial is its
+        # own retraining, so its scores stand for that seed rather than training it again.
+        trial = evaluation.trial
+        return (config.fidelity == searched and seed == config.seed and not evaluation.baseline
+                and bool(trial.test_metrics) and all(n in trial.objectives for n in names))
+
     def start(k: int) -> None:
         evaluation, _, seed, i = runs[k]
+        reused = reusable(evaluation, seed)
         if progress:
-            print(f"evaluating {evaluation.name}, seed {seed} ({i + 1}/{seeds})", file=sys.stderr)
+            print(f"evaluating {evaluation.name}, seed {seed} ({i + 1}/{seeds})"
+                  + (": the search's own trial (the same fidelity and seed)" if reused else ""), file=sys.stderr)
         run_ids[k] = evaluation_run(client, stored, evaluation.trial, seed, config.fidelity, evaluation.baseline)
+        if reused:
+            client.set_tag(run_ids[k], REUSED, "true")
 
     def done(k: int, scores: dict[str, dict[str, float]] | None, error: str | None) -> None:
         evaluation, _, seed, _ = runs[k]
@@ -122,9 +134,16 @@ def evaluate_front(client: MlflowClient, stored: StoredSearch, *, seeds: int = 3
         finish_evaluation_run(client, run_ids[k], {**scores["dev"], **scores["cost"]},
                               {f"test_{name}": v for name, v in scores["test"].items()})
 
-    run_jobs(retrain, [(dataclasses.replace(job_setup, seed=seed), {} if e.baseline else e.trial.config)
-                       for e, job_setup, seed, _ in runs],
-             concurrency=concurrency, ray_address=ray_address, on_start=start, on_done=done)
+    train = [k for k, (e, _, seed, _) in enumerate(runs) if not reusable(e, seed)]
+    for k in sorted(set(range(len(runs))) - set(train)):
+        trial = runs[k][0].trial
+        start(k)
+        done(k, {"dev": {n: trial.objectives[n] for n in names}, "test": trial.test_metrics,
+                 "cost": {c: v for c, v in trial.metrics.items() if c in COSTS}}, None)
+    run_jobs(retrain, [(dataclasses.replace(runs[k][1], seed=runs[k][2]),
+                        {} if runs[k][0].baseline else runs[k][0].trial.config) for k in train],
+             concurrency=min(concurrency, max(1, len(train))), ray_address=ray_address,
+             on_start=lambda j: start(train[j]), on_done=lambda j, scores, error: done(train[j], scores, error))
     results = [evaluation for evaluation, _ in jobs]
     _mark_front(results, [ObjectiveInfo(o.name, o.direction) for o in setup.objectives])
     return results

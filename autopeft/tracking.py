@@ -31,6 +31,7 @@ OBJECTIVES = "autopeft.objectives"    # JSON [[name, direction], ...] on the par
 TRIAL_NUMBER = "autopeft.trial_number"
 ERROR = "autopeft.error"
 EVALUATES = "autopeft.evaluates"      # on an evaluation run: the run id of the trial it retrains
+REUSED = "autopeft.reused"            # "true" on an evaluation run whose scores are its trial's own
 BASELINE = "autopeft.baseline"        # on a baseline run (role "baseline"): which hand-made configuration
 CONFIG_ARTIFACT = "search_config.json"  # the search's SearchConfig, for `autopeft evaluate`
 PARENT = "mlflow.parentRunId"

@@ -130,3 +130,25 @@ def test_unknown_baseline_and_baselines_without_final_seeds_are_errors(tiny_sear
         evaluate(result.run_id, output_dir=str(tmp / "runs"), seeds=1, baselines=["lora_r16"], progress=False)
     assert main(["search", "--task", "demo", "--baselines", "ia3", "--output-dir", str(tmp / "x")]) == 2
     assert "--final-seeds" in capsys.readouterr().err
+
+
+def test_at_the_search_fidelity_and_seed_a_trial_is_its_own_retraining(tiny_search) -> None:
+    from autopeft.driver import load_setup
+    from autopeft.evaluation import retrain, stored_config
+    from autopeft.tracking import REUSED, open_search
+
+    result, tmp = tiny_search
+    table = evaluate(result.run_id, output_dir=str(tmp / "runs"), seeds=2, fidelity={"max_train_examples": 64},
+                     progress=False)
+    assert (table["seeds"] == 2).all()
+    client, runs = _evaluation_runs(result)
+    reused = [r for r in runs if r.data.tags.get(REUSED) == "true"]
+    assert len(reused) == len(result.front) and {r.data.params["seed"] for r in reused} == {"0"}
+    member = result.front[0]
+    run = next(r for r in reused if r.data.tags[EVALUATES] == member.run_id)
+    assert run.data.metrics["test_accuracy"] == pytest.approx(member.test_metrics["accuracy"])
+    # ...which is what training it again gives: the same data, fidelity and seed.
+    client, stored = open_search(result.tracking_uri, "autopeft", result.run_id)
+    again = retrain(load_setup(stored_config(client, stored)), member.config)
+    assert again["dev"]["accuracy"] == pytest.approx(member.objectives["accuracy"], abs=1e-9)
+    assert again["test"]["accuracy"] == pytest.approx(member.test_metrics["accuracy"], abs=1e-9)
