@@ -319,6 +319,11 @@ def run_search(config: SearchConfig, *, progress: bool = True) -> SearchResult:
                        outcome_constraints(config, [o.name for o in objectives]), setup.space)
     # One Ray for the trials and the final evaluation's retrainings (starting one costs ~8 s).
     with ray_session(config.ray_address) as ray_seconds:
+        ahead = {}
+        if config.final_seeds and config.baselines and config.concurrency > 1:
+            from autopeft.evaluation import train_baselines_ahead
+
+            ahead = train_baselines_ahead(config)
         try:
             timings = run_trials(setup, optimizer, trials=config.trials, concurrency=config.concurrency,
                                  listeners=[monitor], storage=out_dir / "ray" / name,
@@ -342,7 +347,7 @@ def run_search(config: SearchConfig, *, progress: bool = True) -> SearchResult:
                                          seeds=config.final_seeds, objectives=config.objectives,
                                          fidelity=config.final_fidelity or None, baselines=config.baselines or None,
                                          concurrency=config.concurrency, ray_address=config.ray_address,
-                                         progress=progress)
+                                         ahead=ahead, progress=progress)
     return result
 
 

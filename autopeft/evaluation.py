@@ -64,22 +64,58 @@ def stored_config(client: MlflowClient, stored: StoredSearch) -> SearchConfig:
     return config_from_record(data, f"{stored.parent.info.run_name}/{CONFIG_ARTIFACT}")
 
 
+def final_fidelity(searched: Fidelity, fidelity: dict[str, Any] | None) -> Fidelity:
+    """The fidelity of a final evaluation: the search's with every example, then ``fidelity``."""
+    unknown = set(fidelity or {}) - {f.name for f in dataclasses.fields(Fidelity)}
+    if unknown:
+        raise AutopeftError(f"unknown fidelity setting {sorted(unknown)[0]}")
+    return dataclasses.replace(searched, **{**FULL, **(fidelity or {})})
+
+
+def baseline_jobs(setup: Any, baselines: list[str], seeds: int) -> list[tuple[MemberEvaluation, Any, int, int]]:
+    """(evaluation, setup, seed, i) for each of ``seeds`` seeds of each baseline, trained as
+    ``setup`` (the final evaluation's) says."""
+    from autopeft.baselines import baseline_setup, resolve_baselines
+
+    jobs = []
+    for baseline in resolve_baselines(baselines) if baselines else []:
+        pinned = baseline_setup(setup, baseline)
+        record = TrialRecord(0, baseline.name, pinned.space.fixed, status="completed")
+        evaluation = MemberEvaluation(record, baseline=baseline.name)
+        jobs += [(evaluation, pinned, setup.seed + i, i) for i in range(seeds)]
+    return jobs
+
+
+def train_baselines_ahead(config: SearchConfig) -> dict[tuple[str, int], Any]:
+    """Start training the baselines of ``config``'s final evaluation now, as Ray tasks with a
+    1/``concurrency`` share of the machine each (Ray must be up), and return them by (name,
+    seed) for :func:`evaluate` to collect. They need nothing from the search, and started
+    before it they run in the slots its trials leave free (its last trials, its stopped ones)
+    instead of after it."""
+    from autopeft.driver import load_setup
+    from autopeft.runner import submit
+
+    final = dataclasses.replace(config, fidelity=final_fidelity(config.fidelity, config.final_fidelity or None))
+    return {(e.baseline, seed): submit(retrain, (dataclasses.replace(job_setup, seed=seed), {}), config.concurrency)
+            for e, job_setup, seed, _ in baseline_jobs(load_setup(final), config.baselines, config.final_seeds)}
+
+
 def evaluate_front(client: MlflowClient, stored: StoredSearch, *, seeds: int = 3,
                    fidelity: dict[str, Any] | None = None, objectives: list[Any] | None = None,
                    baselines: list[str] | None = None, concurrency: int = 1, ray_address: str | None = None,
-                   progress: bool = True) -> list[MemberEvaluation]:
+                   ahead: dict[tuple[str, int], Any] | None = None, progress: bool = True) -> list[MemberEvaluation]:
     """Retrain each front member of ``stored`` with ``seeds`` training seeds at full fidelity
     (all examples; ``fidelity`` overrides any of its fields) on the search's own data splits,
     ``concurrency`` retrainings at once (on Ray, on the cluster at ``ray_address`` if given),
     log each run under the search, and mark the members that stay on the front of the means.
     ``objectives`` replaces the stored ones (needed for objectives defined in Python).
     ``baselines`` (names, or ``["all"]``) are trained the same way and join the front of the
-    means, so that a member a hand-made configuration beats drops off it."""
-    from autopeft.runner import run_jobs
-    from autopeft.baselines import baseline_setup, resolve_baselines
+    means, so that a member a hand-made configuration beats drops off it. ``ahead`` holds
+    baselines already training (:func:`train_baselines_ahead`)."""
     from autopeft.driver import load_setup
+    from autopeft.runner import collect, run_jobs
 
-    chosen = resolve_baselines(baselines) if baselines else []
+    ahead = ahead or {}
     for key, value in (("--seeds", seeds), ("--concurrency", concurrency)):
         if value < 1:
             raise AutopeftError(f"must be a positive integer, got {value}", key=key)
@@ -87,21 +123,14 @@ def evaluate_front(client: MlflowClient, stored: StoredSearch, *, seeds: int = 3
     if not front:
         raise AutopeftError(f"search {stored.parent.info.run_name} has no front to evaluate")
     config = stored_config(client, stored)
-    unknown = set(fidelity or {}) - {f.name for f in dataclasses.fields(Fidelity)}
-    if unknown:
-        raise AutopeftError(f"unknown fidelity setting {sorted(unknown)[0]}")
     searched = config.fidelity
-    config.fidelity = dataclasses.replace(config.fidelity, **{**FULL, **(fidelity or {})})
+    config.fidelity = final_fidelity(searched, fidelity)
     if objectives is not None:
         config.objectives = list(objectives)
     setup = load_setup(config)  # the search's seed: the same data splits as the search
     names = [o.name for o in setup.objectives]
-    jobs = [(MemberEvaluation(member), setup) for member in front]
-    for baseline in chosen:
-        pinned = baseline_setup(setup, baseline)
-        record = TrialRecord(0, baseline.name, pinned.space.fixed, status="completed")
-        jobs.append((MemberEvaluation(record, baseline=baseline.name), pinned))
-    runs = [(evaluation, job_setup, config.seed + i, i) for evaluation, job_setup in jobs for i in range(seeds)]
+    runs = [(e, setup, config.seed + i, i) for e in map(MemberEvaluation, front) for i in range(seeds)]
+    runs += baseline_jobs(setup, baselines or [], seeds)
     run_ids: dict[int, str] = {}
 
     def reusable(evaluation: MemberEvaluation, seed: int) -> bool:
@@ -134,17 +163,21 @@ def evaluate_front(client: MlflowClient, stored: StoredSearch, *, seeds: int = 3
         finish_evaluation_run(client, run_ids[k], {**scores["dev"], **scores["cost"]},
                               {f"test_{name}": v for name, v in scores["test"].items()})
 
-    train = [k for k, (e, _, seed, _) in enumerate(runs) if not reusable(e, seed)]
-    for k in sorted(set(range(len(runs))) - set(train)):
+    started = [k for k, (e, _, seed, _) in enumerate(runs) if (e.baseline, seed) in ahead]
+    train = [k for k, (e, _, seed, _) in enumerate(runs) if not reusable(e, seed) and k not in started]
+    for k in sorted(set(range(len(runs))) - set(train) - set(started)):
         trial = runs[k][0].trial
         start(k)
         done(k, {"dev": {n: trial.objectives[n] for n in names}, "test": trial.test_metrics,
                  "cost": {c: v for c, v in trial.metrics.items() if c in COSTS}}, None)
+    for k in started:
+        start(k)
+        done(k, *collect(ahead[runs[k][0].baseline, runs[k][2]]))
     run_jobs(retrain, [(dataclasses.replace(runs[k][1], seed=runs[k][2]),
                         {} if runs[k][0].baseline else runs[k][0].trial.config) for k in train],
              concurrency=min(concurrency, max(1, len(train))), ray_address=ray_address,
              on_start=lambda j: start(train[j]), on_done=lambda j, scores, error: done(train[j], scores, error))
-    results = [evaluation for evaluation, _ in jobs]
+    results = list({id(e): e for e, *_ in runs}.values())
     _mark_front(results, [ObjectiveInfo(o.name, o.direction) for o in setup.objectives])
     return results
 
@@ -215,7 +248,8 @@ def format_evaluation(table: pd.DataFrame, objectives: list[ObjectiveInfo]) -> s
 def evaluate(run_id: str | None = None, *, experiment: str = "autopeft", tracking_uri: str | None = None,
              output_dir: str | None = None, seeds: int = 3, fidelity: dict[str, Any] | None = None,
              objectives: list[Any] | None = None, baselines: list[str] | None = None,
-             concurrency: int = 1, ray_address: str | None = None, progress: bool = True) -> pd.DataFrame:
+             concurrency: int = 1, ray_address: str | None = None,
+             ahead: dict[tuple[str, int], Any] | None = None, progress: bool = True) -> pd.DataFrame:
     """Retrain the front of search ``run_id`` (default: the experiment's latest) at full
     fidelity with ``seeds`` seeds, and the ``baselines`` (names or ``["all"]``) with it,
     ``concurrency`` at once; logs the runs, ``evaluation.csv`` and the plot
@@ -229,7 +263,7 @@ def evaluate(run_id: str | None = None, *, experiment: str = "autopeft", trackin
     client, stored = open_search(uri, experiment, run_id, explicit_uri=bool(tracking_uri))
     results = evaluate_front(client, stored, seeds=seeds, fidelity=fidelity, objectives=objectives,
                              baselines=baselines, concurrency=concurrency, ray_address=ray_address,
-                             progress=progress)
+                             ahead=ahead, progress=progress)
     table = evaluation_table(results, stored.objectives)
     with tempfile.TemporaryDirectory() as tmp:
         table.to_csv(Path(tmp) / "evaluation.csv", index=False)

@@ -243,22 +243,33 @@ def run_jobs(function: Callable[..., Any], jobs: Sequence[tuple], *, concurrency
             on_done(i, result, error)
         return
     with ray_session(ray_address):
-        resources = plan_resources(concurrency)
-        task = ray.remote(num_cpus=resources.cpus_per_trial, num_gpus=resources.gpus_per_trial,
-                          max_retries=0)(_threaded)
         waiting, running = list(enumerate(jobs)), {}
         while waiting or running:
             while waiting and len(running) < concurrency:
                 i, job = waiting.pop(0)
                 on_start(i)
-                running[task.remote(function, resources.cpus_per_trial, *job)] = i
+                running[submit(function, job, concurrency)] = i
             (ready,), _ = ray.wait(list(running), num_returns=1)
             i = running.pop(ready)
-            try:
-                result, error = ray.get(ready), None
-            except Exception as err:  # the job raised, or its worker died
-                result, error = None, _error_line(err)
+            result, error = collect(ready)
             on_done(i, result, error)
+
+
+def submit(function: Callable[..., Any], job: tuple, concurrency: int) -> ray.ObjectRef:
+    """Start ``function(*job)`` as a Ray task with a 1/``concurrency`` share of the CPUs and
+    GPUs (Ray must be up); :func:`collect` gets its outcome."""
+    resources = plan_resources(concurrency)
+    task = ray.remote(num_cpus=resources.cpus_per_trial, num_gpus=resources.gpus_per_trial,
+                      max_retries=0)(_threaded)
+    return task.remote(function, resources.cpus_per_trial, *job)
+
+
+def collect(ref: ray.ObjectRef) -> tuple[Any, str | None]:
+    """(result, None) of a task from :func:`submit`, or (None, the reason it failed in one line)."""
+    try:
+        return ray.get(ref), None
+    except Exception as err:  # the job raised, or its worker died
+        return None, _error_line(err)
 
 
 def run_trials(setup: SearchSetup, optimizer: Optimizer, *, trials: int, concurrency: int,

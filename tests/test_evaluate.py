@@ -58,17 +58,24 @@ def test_bad_seeds_is_a_one_line_error(tiny_search, capsys) -> None:
 
 @pytest.mark.slow
 def test_a_search_with_final_seeds_evaluates_its_front(tiny_model_dir, sentiment_csv, tmp_path) -> None:
-    # concurrency 2: the retrainings run two at a time as Ray tasks on the search's own Ray.
+    # concurrency 2: the retrainings run two at a time as Ray tasks on the search's own Ray, and
+    # the baseline starts training with the search (it needs nothing from it).
     result = autopeft.search(
         task="classification", model=str(tiny_model_dir), train_file=str(sentiment_csv), text_column="review",
         label_column="verdict", optimizer="random", trials=3, concurrency=2, max_train_examples=48,
-        max_length=32, final_seeds=2, output_dir=str(tmp_path / "runs"), progress=False)
-    assert result.evaluation is not None
-    assert sorted(result.evaluation["trial"]) == sorted(t.name for t in result.front)
-    assert (result.evaluation["seeds"] == 2).all() and (result.evaluation["errors"] == "").all()
+        max_length=32, final_seeds=2, baselines=["lora_r8_qv"], output_dir=str(tmp_path / "runs"),
+        progress=False)
+    table = result.evaluation
+    assert table is not None
+    assert sorted(table["trial"]) == sorted([t.name for t in result.front] + ["lora_r8_qv"])
+    assert (table["seeds"] == 2).all() and (table["errors"] == "").all()
     runs = _evaluation_runs(result)[1]
     assert len(runs) == 2 * len(result.front)
     assert all(r.info.status == "FINISHED" and "test_accuracy" in r.data.metrics for r in runs)
+    client = MlflowClient(result.tracking_uri)
+    baseline_runs = client.search_runs([runs[0].info.experiment_id], filter_string=f"tags.`{ROLE}` = 'baseline'")
+    assert sorted(r.data.params["seed"] for r in baseline_runs) == ["0", "1"]
+    assert all(r.data.tags[PARENT] == result.run_id and "test_accuracy" in r.data.metrics for r in baseline_runs)
 
 
 @pytest.mark.parametrize("concurrency", [1, 2])

@@ -13,7 +13,7 @@ from transformers import AutoModelForSequenceClassification
 from autopeft.errors import DataError
 from autopeft.models import mark_new_modules
 from autopeft.tasks.base import Evaluation, Task, TaskData, register_task
-from autopeft.tasks.data import DataSource, load_table, select_columns, split_splits
+from autopeft.tasks.data import DataSource, column_values, load_table, select_columns, split_splits
 
 
 def _label_names(values: list[str]) -> list[str]:
@@ -62,13 +62,13 @@ class SequenceClassification(Task):
         """Split, deduplicate and encode string labels as class ids named after the train split."""
         keys = ["text", "text_pair"] if "text_pair" in train.column_names else ["text"]
         train, dev, test, notes = split_splits(train, dev, test, source, keys, "label", seed)
-        names = _label_names(train["label"])
+        names = _label_names(column_values(train, "label"))
         if len(names) < 2:
             raise DataError(f"the train split has {len(names)} label value(s); a classifier needs 2+")
         index = {name: i for i, name in enumerate(names)}
         encoded = []
         for split_name, split in (("train", train), ("dev", dev), ("test", test)):
-            unknown = set(split["label"]) - set(index)
+            unknown = set(column_values(split, "label")) - set(index)
             if unknown:
                 raise DataError(f"the {split_name} split has labels {sorted(unknown)[:5]} that the "
                                 f"train split lacks")

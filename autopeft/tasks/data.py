@@ -74,8 +74,14 @@ def select_columns(table: Dataset, columns: dict[str, str], source: str) -> Data
     return table
 
 
+def column_values(table: Dataset, name: str) -> list:
+    """A column as a list, read in one go: ``table[name]`` reads a row at a time once the table
+    has been selected from (about 0.1 ms a row, seconds for a 10k-example dataset)."""
+    return table.select_columns([name]).to_pandas()[name].tolist()
+
+
 def example_keys(table: Dataset, key_columns: list[str]) -> list[tuple]:
-    columns = [table[c] for c in key_columns]
+    columns = [column_values(table, c) for c in key_columns]
     return [tuple(str(v).strip().lower() for v in row) for row in zip(*columns, strict=True)]
 
 
@@ -121,11 +127,11 @@ def split_splits(train: Dataset, dev: Dataset | None, test: Dataset | None, sour
 
     train = dedup(train, "train")
     if test is None:
-        train, test = stratified_split(train, source.test_fraction, train[strata_column], seed)
+        train, test = stratified_split(train, source.test_fraction, column_values(train, strata_column), seed)
     test = dedup(test, "test")
     if dev is None:
         share = source.dev_fraction / (1.0 - (source.test_fraction if source.test_file is None else 0.0))
-        train, dev = stratified_split(train, share, train[strata_column], seed + 1)
+        train, dev = stratified_split(train, share, column_values(train, strata_column), seed + 1)
     dev = dedup(dev, "dev", set(example_keys(test, key_columns)), " (or of test examples)")
     held_out = set(example_keys(test, key_columns)) | set(example_keys(dev, key_columns))
     train = dedup(train, "train", held_out, " of dev or test examples")
