@@ -96,6 +96,11 @@ def report(args: argparse.Namespace, path: Path) -> str:
     with path.open() as fh:
         for row in csv.DictReader(fh):
             runs[row["task"], row["arm"], int(row["seed"])].append(row)
+    # A search's first trials do not depend on how many follow (asks see only what came
+    # before), so a longer run read up to --trials / --es-trials is the shorter one.
+    for (task, arm, seed), rows in runs.items():
+        rows.sort(key=lambda r: int(r["trial"]))
+        del rows[args.trials if arm == "fifo" else args.es_trials:]
     lines = []
     for task in sorted({k[0] for k in runs}):
         seeds = sorted({k[2] for k in runs if k[:2] == (task, "fifo")} & {k[2] for k in runs if k[:2] == (task, "moasha")})
@@ -159,8 +164,8 @@ def plot(task: str, curves: dict, budgets: dict[int, float], seeds: list[int], p
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", nargs="+", default=["demo", "bbc"], choices=["demo", "bbc"])
-    parser.add_argument("--trials", type=int, default=10, help="trials of the fifo search")
-    parser.add_argument("--es-trials", type=int, default=20, help="trials of the early-stopping search")
+    parser.add_argument("--trials", type=int, default=8, help="trials of the fifo search")
+    parser.add_argument("--es-trials", type=int, default=16, help="trials of the early-stopping search")
     parser.add_argument("--initial", type=int, default=4)
     parser.add_argument("--optimizer", default="mobo")
     parser.add_argument("--reduction-factor", type=int, default=3)
