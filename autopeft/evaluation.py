@@ -280,7 +280,7 @@ def evaluation_markdown(table: pd.DataFrame, objectives: list[ObjectiveInfo]) ->
     """The evaluation as a Markdown table (mean ± sd), for the search's description."""
     names = _shown(table, objectives)
     seeds = int(table["seeds"].max()) if len(table) else 0
-    lines = [f"**Final evaluation: retrained alike, {seeds} seed{'s' if seeds != 1 else ''} each**", "",
+    lines = [f"**Final evaluation: trained alike, {seeds} seed{'s' if seeds != 1 else ''} each**", "",
              "| | kind | " + " | ".join(names) + " | on the front |", "|---" * (3 + len(names)) + "|"]
     for _, row in table.iterrows():
         cells = [_mean_sd(row, n) for n in names]

@@ -158,7 +158,7 @@ def plot_evaluation_png(table: pd.DataFrame, objectives: list[ObjectiveInfo], pa
         part = rows[rows["kind"] == kind]
         ax.errorbar(part[f"{x_obj.name}_mean"], part[f"{y_obj.name}_mean"],
                     yerr=part[f"{y_obj.name}_std"].fillna(0), fmt=marker, color=color, capsize=3,
-                    label="search's front, retrained" if kind == "front member" else "baselines", zorder=3)
+                    label="search's front" if kind == "front member" else "baselines", zorder=3)
         for _, r in part.iterrows():
             ax.annotate(r["trial"].replace("trial-", "#"), (r[f"{x_obj.name}_mean"], r[f"{y_obj.name}_mean"]),
                         textcoords="offset points", xytext=(4, 4), fontsize=7)
@@ -169,7 +169,7 @@ def plot_evaluation_png(table: pd.DataFrame, objectives: list[ObjectiveInfo], pa
     seeds = int(rows["seeds"].max()) if len(rows) else 0
     ax.set_xlabel(f"{x_obj.name} ({x_obj.direction})")
     ax.set_ylabel(f"{y_obj.name} on dev ({y_obj.direction}), mean ± sd")
-    ax.set_title(f"Final evaluation: every point retrained alike, {seeds} seed{'s' if seeds != 1 else ''} each")
+    ax.set_title(f"Final evaluation: every point trained alike, {seeds} seed{'s' if seeds != 1 else ''} each")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -187,7 +187,7 @@ def plot_evaluation_html(table: pd.DataFrame, objectives: list[ObjectiveInfo], p
         part = rows[rows["kind"] == kind]
         fig.add_trace(go.Scatter(
             x=part[f"{x_obj.name}_mean"], y=part[f"{y_obj.name}_mean"], mode="markers+text",
-            name="search's front, retrained" if kind == "front member" else "baselines",
+            name="search's front" if kind == "front member" else "baselines",
             text=list(part["trial"]), textposition="top right",
             error_y={"type": "data", "array": list(part[f"{y_obj.name}_std"].fillna(0))},
             marker={"color": color, "size": 10, "symbol": symbol},
