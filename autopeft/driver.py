@@ -36,7 +36,7 @@ from autopeft.space.space import Derive
 from autopeft.strategies import NO_STRATEGY, STRATEGY_PARAMETER, strategy_class
 from autopeft.tasks import DataSource, demo_model_path, load_demo_data, make_task
 from autopeft.tracking import CONFIG_ARTIFACT, SearchTracker
-from autopeft.trial import SearchSetup, quiet_libraries, score_adapter
+from autopeft.trial import SearchSetup, by_length, quiet_libraries, score_adapter
 
 #: keyword names of :func:`search` that live in a nested section of SearchConfig
 _NESTED = {f.name: f"{section}.{f.name}" for section, cls in SECTIONS.items() for f in dataclasses.fields(cls)}
@@ -142,7 +142,7 @@ def load_setup(config: SearchConfig) -> SearchSetup:
         range(min(fid.max_eval_examples, len(data.dev))))
     return SearchSetup(task=task, model_path=model_path, data=data,
                        train_tokens=task.tokenize(train, tokenizer, fid.max_length),
-                       dev_tokens=task.tokenize(dev, tokenizer, fid.max_length),
+                       dev_tokens=by_length(task.tokenize(dev, tokenizer, fid.max_length)),
                        layout=layout, space=space, objectives=objectives, fidelity=fid, seed=config.seed)
 
 

@@ -32,6 +32,10 @@ class Hyperparameters:
     learning_rate: float = field(default=1e-3, metadata={"rule": POSITIVE})
     weight_decay: float = field(default=0.0, metadata={"rule": NON_NEGATIVE})
     warmup_ratio: float = field(default=0.06, metadata={"rule": FRACTION})
+    #: clip the gradient's global norm to this before each step (0: never), as Hugging Face's
+    #: Trainer does by default: without it, short trials at the learning rates that suit small
+    #: adapters collapse to the majority class when the adapter is large
+    max_grad_norm: float = field(default=1.0, metadata={"rule": NON_NEGATIVE})
     #: None: the fidelity's batch size
     batch_size: int | None = field(default=None, metadata={"rule": POSITIVE_INT})
 
@@ -126,9 +130,9 @@ class TrainingHooks:
         on_train_start(loop)
         per step:  before_step(loop, batch)       # e.g. choose which layers train
                    task loss + extra_loss(loop, batch), NaN check, backward
-                   before_optimizer_step(loop)    # gradients are there
-                   optimizer.step(); scheduler.step()
-                   after_optimizer_step(loop)     # gradients still there; may add parameters
+                   before_optimizer_step(loop)    # gradients are there, not yet clipped
+                   clip to hp.max_grad_norm; optimizer.step(); scheduler.step()
+                   after_optimizer_step(loop)     # (clipped) gradients still there; may add parameters
                    zero_grad
         per epoch: on_epoch_end(loop, evaluation) # evaluation is None in stages without dev
         on_train_end(loop)
@@ -248,6 +252,10 @@ def _step(loop: TrainingLoop, batch: dict[str, torch.Tensor], hooks: Sequence[Tr
     loss.backward()
     for hook in hooks:
         hook.before_optimizer_step(loop)
+    if loop.hp.max_grad_norm:
+        # After the hooks: what they read (importance scores) is the raw gradient.
+        torch.nn.utils.clip_grad_norm_([p for g in loop.optimizer.param_groups for p in g["params"]],
+                                       loop.hp.max_grad_norm)
     loop.optimizer.step()
     loop.scheduler.step()
     for hook in hooks:

@@ -71,6 +71,29 @@ def test_nan_loss_fails_the_trial(setup) -> None:
         train(model, NanTask(), batches, batches, Hyperparameters(), setup.fidelity, torch.device("cpu"))
 
 
+@pytest.mark.parametrize("max_norm", [0.0, 1e-3])
+def test_gradients_are_clipped_to_max_grad_norm(setup, max_norm) -> None:
+    from autopeft.training import TrainingHooks
+
+    setup, optimizer = setup
+    norms: list[float] = []
+
+    class Norms(TrainingHooks):
+        def after_optimizer_step(self, loop):
+            grads = [p.grad for g in loop.optimizer.param_groups for p in g["params"] if p.grad is not None]
+            norms.append(float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))))
+
+    model = build_model(setup, optimizer.ask())
+    tok = AutoTokenizer.from_pretrained(setup.model_path)
+    batches = loader(setup.train_tokens, tok, 8, True, 0)
+    train(model, setup.task, batches, batches, Hyperparameters(max_grad_norm=max_norm), setup.fidelity,
+          torch.device("cpu"), hooks=[Norms()])
+    if max_norm:
+        assert max(norms) <= max_norm * 1.0001
+    else:  # unclipped gradients of a fresh head are far larger than that
+        assert max(norms) > 100 * 1e-3
+
+
 def test_front_members_are_scored_on_test_by_every_quality_objective(setup, tmp_path) -> None:
     # Before: with macro-F1 as an objective the front's test column was accuracy only.
     from pathlib import Path
