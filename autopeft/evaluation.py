@@ -133,21 +133,19 @@ def evaluate_front(client: MlflowClient, stored: StoredSearch, *, seeds: int = 3
     runs += baseline_jobs(setup, baselines or [], seeds)
     run_ids: dict[int, str] = {}
 
-    def reusable(evaluation: MemberEvaluation, seed: int) -> bool:
-        # Training is seeded: at the search's fidelity and seed, a front member's trial is its
-        # own retraining, so its scores stand for that seed rather than training it again.
-        trial = evaluation.trial
-        return (config.fidelity == searched and seed == config.seed and not evaluation.baseline
-                and bool(trial.test_metrics) and all(n in trial.objectives for n in names))
+    # Training is seeded: at the search's fidelity and seed, a front member's trial is its own
+    # retraining, so its scores stand for that seed rather than training it again.
+    reused = [config.fidelity == searched and seed == config.seed and not e.baseline
+              and bool(e.trial.test_metrics) and all(n in e.trial.objectives for n in names)
+              for e, _, seed, _ in runs]
 
     def start(k: int) -> None:
         evaluation, _, seed, i = runs[k]
-        reused = reusable(evaluation, seed)
         if progress:
             print(f"evaluating {evaluation.name}, seed {seed} ({i + 1}/{seeds})"
-                  + (": the search's own trial (the same fidelity and seed)" if reused else ""), file=sys.stderr)
+                  + (": the search's own trial (the same fidelity and seed)" if reused[k] else ""), file=sys.stderr)
         run_ids[k] = evaluation_run(client, stored, evaluation.trial, seed, config.fidelity, evaluation.baseline)
-        if reused:
+        if reused[k]:
             client.set_tag(run_ids[k], REUSED, "true")
 
     def done(k: int, scores: dict[str, dict[str, float]] | None, error: str | None) -> None:
@@ -164,7 +162,7 @@ def evaluate_front(client: MlflowClient, stored: StoredSearch, *, seeds: int = 3
                               {f"test_{name}": v for name, v in scores["test"].items()})
 
     started = [k for k, (e, _, seed, _) in enumerate(runs) if (e.baseline, seed) in ahead]
-    train = [k for k, (e, _, seed, _) in enumerate(runs) if not reusable(e, seed) and k not in started]
+    train = [k for k in range(len(runs)) if not reused[k] and k not in started]
     for k in sorted(set(range(len(runs))) - set(train) - set(started)):
         trial = runs[k][0].trial
         start(k)

@@ -217,6 +217,11 @@ def _threaded(function: Callable[..., Any], threads: int, *args: Any) -> Any:
     return function(*args)
 
 
+#: one remote function for every job (Ray exports a remote function to the workers once);
+#: each job's resources are set by ``.options``. Not retried: a job that fails says why.
+_remote_threaded = ray.remote(max_retries=0)(_threaded)
+
+
 def _error_line(err: BaseException) -> str:
     cause = getattr(err, "cause", None) or err  # a RayTaskError carries the job's own exception
     return f"{type(cause).__name__}: {cause}".strip().splitlines()[0]
@@ -259,8 +264,7 @@ def submit(function: Callable[..., Any], job: tuple, concurrency: int) -> ray.Ob
     """Start ``function(*job)`` as a Ray task with a 1/``concurrency`` share of the CPUs and
     GPUs (Ray must be up); :func:`collect` gets its outcome."""
     resources = plan_resources(concurrency)
-    task = ray.remote(num_cpus=resources.cpus_per_trial, num_gpus=resources.gpus_per_trial,
-                      max_retries=0)(_threaded)
+    task = _remote_threaded.options(num_cpus=resources.cpus_per_trial, num_gpus=resources.gpus_per_trial)
     return task.remote(function, resources.cpus_per_trial, *job)
 
 

@@ -15,7 +15,7 @@ from autopeft.measure import count_parameters
 from autopeft.driver import prepare
 from autopeft.config import Fidelity
 from autopeft.training import Hyperparameters, train
-from autopeft.trial import build_model, evaluate_adapter, loader, run_trial
+from autopeft.trial import build_model, by_length, evaluate_adapter, loader, run_trial
 
 
 @pytest.fixture
@@ -69,6 +69,25 @@ def test_nan_loss_fails_the_trial(setup) -> None:
     batches = loader(setup.train_tokens, tok, 8, True, 0)
     with pytest.raises(TrialError, match="training loss is nan at step 1"):
         train(model, NanTask(), batches, batches, Hyperparameters(), setup.fidelity, torch.device("cpu"))
+
+
+def test_evaluation_batches_go_shortest_first_and_score_the_same(setup) -> None:
+    setup, optimizer = setup
+    dev = setup.data.dev
+    # Texts of many lengths: the fixture's reviews are all the same length.
+    varied = dev.map(lambda row, i: {"text": " ".join([row["text"]] * (1 + i % 4))}, with_indices=True)
+    tokens = setup.task.tokenize(varied, AutoTokenizer.from_pretrained(setup.model_path), 32)
+    ordered = by_length(tokens)
+    lengths = [len(ids) for ids in ordered["input_ids"]]
+    assert lengths == sorted(lengths) and len(set(lengths)) > 1
+    assert sorted(map(tuple, ordered["input_ids"])) == sorted(map(tuple, tokens["input_ids"]))
+    model = build_model(setup, optimizer.ask()).eval()
+    tok = AutoTokenizer.from_pretrained(setup.model_path)
+    plain, by_len = (setup.task.evaluate(model, loader(t, tok, 16, False, 0)) for t in (tokens, ordered))
+    # Each example keeps its label (padding to other lengths moves logits by float noise only).
+    assert by_len.labels.tolist() == [int(label) for label in ordered["labels"]]
+    assert plain.loss == pytest.approx(by_len.loss, abs=1e-5)
+    assert abs(plain.metrics["accuracy"] - by_len.metrics["accuracy"]) <= 1 / len(tokens)
 
 
 @pytest.mark.parametrize("max_norm", [0.0, 1e-3])
