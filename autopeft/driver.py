@@ -29,7 +29,7 @@ from autopeft.optimizers.outcomes import OutcomeConstraint
 from autopeft.progress import ProgressLine
 from autopeft.records import HypervolumeLog, ObjectiveInfo, TrialRecord, front_of, front_table, meets
 from autopeft.report import front_markdown, format_front, plot_front_html, plot_front_png, plot_hypervolume_png
-from autopeft.runner import OBJECTIVE_PREFIX, STRATEGY_REPORT, ray_session, run_trials
+from autopeft.runner import NODE_IP, OBJECTIVE_PREFIX, STRATEGY_REPORT, ray_session, run_trials
 from autopeft.measure import Stopwatch
 from autopeft.space import Config, SearchSpace, SpaceSpec
 from autopeft.space.space import Derive
@@ -239,6 +239,7 @@ class _Monitor:
         record.feasible = meets(record, self.constraints, self.objectives)
         record.strategy_report = json.loads(result.get(STRATEGY_REPORT) or "{}")
         record.adapter_dir = adapter_dir
+        record.node = result.get(NODE_IP)
         self._finished(record)
 
     def on_stopped(self, trial_id: str, result: dict[str, Any]) -> None:
@@ -248,11 +249,12 @@ class _Monitor:
         record.status = "stopped"
         record.objectives = {o.name: float(result[OBJECTIVE_PREFIX + o.name]) for o in self.objectives}
         record.metrics = {k: float(v) for k, v in result.items() if k in _CURVE_KEYS or k.startswith("dev_")}
+        record.node = result.get(NODE_IP)
         self._finished(record)
 
-    def on_failed(self, trial_id: str, error: str) -> None:
+    def on_failed(self, trial_id: str, error: str, node: str | None = None) -> None:
         record = self.records[trial_id]
-        record.status, record.error = "failed", error
+        record.status, record.error, record.node = "failed", error, node
         self._finished(record)
 
     def _finished(self, record: TrialRecord) -> None:

@@ -148,7 +148,7 @@ def evaluate_front(client: MlflowClient, stored: StoredSearch, *, seeds: int = 3
         if reused[k]:
             client.set_tag(run_ids[k], REUSED, "true")
 
-    def done(k: int, scores: dict[str, dict[str, float]] | None, error: str | None) -> None:
+    def done(k: int, scores: dict[str, Any] | None, error: str | None) -> None:
         evaluation, _, seed, _ = runs[k]
         if error is not None:
             evaluation.errors.append(f"seed {seed}: {error}")
@@ -159,7 +159,7 @@ def evaluate_front(client: MlflowClient, stored: StoredSearch, *, seeds: int = 3
         for name, value in scores["test"].items():
             evaluation.test.setdefault(name, []).append(value)
         finish_evaluation_run(client, run_ids[k], {**scores["dev"], **scores["cost"]},
-                              {f"test_{name}": v for name, v in scores["test"].items()})
+                              {f"test_{name}": v for name, v in scores["test"].items()}, node=scores.get("node"))
 
     started = [k for k, (e, _, seed, _) in enumerate(runs) if (e.baseline, seed) in ahead]
     train = [k for k in range(len(runs)) if not reused[k] and k not in started]
@@ -167,7 +167,7 @@ def evaluate_front(client: MlflowClient, stored: StoredSearch, *, seeds: int = 3
         trial = runs[k][0].trial
         start(k)
         done(k, {"dev": {n: trial.objectives[n] for n in names}, "test": trial.test_metrics,
-                 "cost": {c: v for c, v in trial.metrics.items() if c in COSTS}}, None)
+                 "cost": {c: v for c, v in trial.metrics.items() if c in COSTS}, "node": trial.node}, None)
     for k in started:
         start(k)
         done(k, *collect(ahead[runs[k][0].baseline, runs[k][2]]))
@@ -180,16 +180,19 @@ def evaluate_front(client: MlflowClient, stored: StoredSearch, *, seeds: int = 3
     return results
 
 
-def retrain(setup: Any, config: dict[str, Any]) -> dict[str, dict[str, float]]:
+def retrain(setup: Any, config: dict[str, Any]) -> dict[str, Any]:
     """One retraining (runs in a worker): train ``config`` with ``setup`` (its seed and
-    fidelity), score dev and test; returns the dev objectives, the costs and the test scores."""
+    fidelity), score dev and test; returns the dev objectives, the costs, the test scores and
+    the address of the node it ran on (this machine's when it ran in-process)."""
+    import ray
+
     from autopeft.trial import run_trial, score_adapter
 
     with tempfile.TemporaryDirectory() as tmp:
         result = run_trial(setup, config, save_to=Path(tmp) / "adapter")
         cost = {k: v for k, v in result.cost.items() if k in COSTS}
         test = score_adapter(setup, Path(tmp) / "adapter", setup.data.test, config, cost)
-    return {"dev": dict(result.objectives), "cost": cost, "test": test}
+    return {"dev": dict(result.objectives), "cost": cost, "test": test, "node": ray.util.get_node_ip_address()}
 
 
 def _mark_front(results: list[MemberEvaluation], objectives: list[ObjectiveInfo]) -> None:

@@ -37,6 +37,8 @@ class TrialRecord:
     strategy: str = "none"  # the training strategy the configuration uses
     #: what the strategy decided (gates, selected layers, ranks, pruning figures)
     strategy_report: dict[str, Any] = field(default_factory=dict)
+    #: the Ray node it ran on (its IP address), where Ray said
+    node: str | None = None
 
     @property
     def name(self) -> str:

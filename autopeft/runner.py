@@ -24,6 +24,7 @@ import ray
 import torch
 from ray import tune
 from ray.tune import Callback, Checkpoint
+from ray.tune.result import NODE_IP
 from ray.tune.search import Searcher
 
 from autopeft.config import EarlyStopping
@@ -44,7 +45,7 @@ class TrialListener(Protocol):
     def on_epoch(self, trial_id: str, point: dict[str, float]) -> None: ...
     def on_complete(self, trial_id: str, result: dict[str, Any], adapter_dir: Path | None) -> None: ...
     def on_stopped(self, trial_id: str, result: dict[str, Any]) -> None: ...
-    def on_failed(self, trial_id: str, error: str) -> None: ...
+    def on_failed(self, trial_id: str, error: str, node: str | None = None) -> None: ...
 
 
 def _numbers(result: Mapping[str, Any]) -> dict[str, float]:
@@ -151,7 +152,7 @@ class _Forward(Callback):
                 listener.on_stopped(trial.trial_id, result)
         else:
             for listener in self.listeners:
-                listener.on_failed(trial.trial_id, result.get("error", "trial ended without a result"))
+                listener.on_failed(trial.trial_id, result.get("error", "trial ended without a result"), _node(trial))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         # A crash outside run_trial's own error handling (worker died, out of memory).
@@ -161,7 +162,17 @@ class _Forward(Callback):
         error = trial.get_error() if hasattr(trial, "get_error") else None
         message = str(error).strip().splitlines()[-1] if error else "the trial's worker crashed"
         for listener in self.listeners:
-            listener.on_failed(trial.trial_id, message)
+            listener.on_failed(trial.trial_id, message, _node(trial))
+
+
+def _node(trial: Any) -> str | None:
+    """The IP address of the Ray node ``trial`` ran on: Tune puts it in every result, and in
+    the trial's location once its worker started (a trial that crashed has no result)."""
+    node = (trial.last_result or {}).get(NODE_IP)
+    if not node:
+        location = getattr(getattr(trial, "temporary_state", None), "location", None)
+        node = getattr(location, "hostname", None)
+    return str(node) if node else None
 
 
 def _trainable(params: dict, setup: SearchSetup | None = None, threads: int = 1) -> None:

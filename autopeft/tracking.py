@@ -29,7 +29,10 @@ FEASIBLE = "autopeft.feasible"        # "false" on a completed trial that breaks
 PARETO = "autopeft.pareto"            # "true" on the front's members once the search ends
 OBJECTIVES = "autopeft.objectives"    # JSON [[name, direction], ...] on the parent
 TRIAL_NUMBER = "autopeft.trial_number"
-ERROR = "autopeft.error"
+FAILURE = "autopeft.failure"          # why a trial, retraining or search failed (one line)
+#: what FAILURE was named before: read from searches stored by earlier versions
+LEGACY_FAILURE = "autopeft.error"
+NODE = "autopeft.node"                # the Ray node (its IP address) a trial ran on
 EVALUATES = "autopeft.evaluates"      # on an evaluation run: the run id of the trial it retrains
 REUSED = "autopeft.reused"            # "true" on an evaluation run whose scores are its trial's own
 BASELINE = "autopeft.baseline"        # on a baseline run (role "baseline"): which hand-made configuration
@@ -116,7 +119,9 @@ class SearchTracker:
         if record.status == "completed":
             tags.append(RunTag(FEASIBLE, str(record.feasible).lower()))
         if record.error:
-            tags.append(RunTag(ERROR, record.error[:5000]))
+            tags.append(RunTag(FAILURE, record.error[:5000]))
+        if record.node:
+            tags.append(RunTag(NODE, record.node))
         report = {k: v for k, v in record.strategy_report.items() if k != "name"}
         metrics += [Metric(k, v, _now_ms(), step) for k, v in flat_numbers(report).items()]
         self.client.log_batch(record.run_id, metrics=metrics, tags=tags)
@@ -154,7 +159,7 @@ class SearchTracker:
 
     def fail_search(self, message: str) -> None:
         if self.parent_id:
-            self.client.set_tag(self.parent_id, ERROR, message[:5000])
+            self.client.set_tag(self.parent_id, FAILURE, message[:5000])
             self.client.set_tag(self.parent_id, STATUS, "failed")
             self.client.set_terminated(self.parent_id, status="FAILED")
 
@@ -174,9 +179,10 @@ def evaluation_run(client: MlflowClient, stored: StoredSearch, trial: TrialRecor
 
 
 def finish_evaluation_run(client: MlflowClient, run_id: str, dev: dict[str, float], test: dict[str, float],
-                          error: str | None = None) -> None:
+                          error: str | None = None, node: str | None = None) -> None:
     metrics = [Metric(k, float(v), _now_ms(), 0) for k, v in {**dev, **test}.items()]
-    tags = [RunTag(STATUS, "failed" if error else "completed")] + ([RunTag(ERROR, error[:5000])] if error else [])
+    tags = [RunTag(STATUS, "failed" if error else "completed")] + ([RunTag(FAILURE, error[:5000])] if error else [])
+    tags += [RunTag(NODE, node)] if node else []
     client.log_batch(run_id, metrics=metrics, tags=tags)
     client.set_terminated(run_id, status="FAILED" if error else "FINISHED")
 
@@ -209,7 +215,7 @@ class StoredSearch:
                         **{n: metrics.get(n) for n in names},
                         **{k: metrics[k] for k in sorted(metrics) if k not in names},
                         **{k: parse_param(v) for k, v in sorted(run.data.params.items())},
-                        "error": run.data.tags.get(ERROR)})
+                        "error": run.data.tags.get(FAILURE) or run.data.tags.get(LEGACY_FAILURE)})
         return out
 
     def front(self) -> list[TrialRecord]:
@@ -248,7 +254,8 @@ def load_search(client: MlflowClient, experiment: str, run_id: str | None = None
             {k: parse_param(v) for k, v in run.data.params.items()},
             status=status, objectives={o.name: metrics[o.name] for o in objectives if o.name in metrics},
             test_metrics={k[5:]: v for k, v in metrics.items() if k.startswith("test_")},
-            feasible=run.data.tags.get(FEASIBLE) != "false", run_id=run.info.run_id), run))
+            feasible=run.data.tags.get(FEASIBLE) != "false", run_id=run.info.run_id,
+            node=run.data.tags.get(NODE)), run))
     pairs.sort(key=lambda pair: pair[0].number)
     return StoredSearch(parent, objectives, [p[0] for p in pairs], [p[1] for p in pairs])
 

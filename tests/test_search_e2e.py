@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import ray
 from mlflow.tracking import MlflowClient
 from peft import PeftModel
 from transformers import AutoModelForSequenceClassification
@@ -53,7 +54,7 @@ def test_cli_search_on_the_demo(tmp_path) -> None:
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
     assert {c.data.tags["autopeft.status"] for c in children} <= {"completed", "failed"}
     completed = [c for c in children if c.data.tags["autopeft.status"] == "completed"]
-    assert completed, [c.data.tags.get("autopeft.error") for c in children]
+    assert completed, [c.data.tags.get("autopeft.failure") for c in children]
     for child in completed:
         assert {"accuracy", "trainable_percent", "macro_f1", "dev_accuracy"} <= set(child.data.metrics)
         assert any(k.startswith("layers.") for k in child.data.params)
@@ -125,9 +126,11 @@ def test_python_api_with_a_custom_objective_that_fails_once(tiny_model_dir, sent
     assert list(result.table().columns[:3]) == ["trial", "flaky_accuracy", "trainable_percent"]
 
     _, parents, children = runs_of(result.tracking_uri, "api")
-    errors = [c.data.tags.get("autopeft.error", "") for c in children
+    errors = [c.data.tags.get("autopeft.failure", "") for c in children
               if c.data.tags["autopeft.status"] == "failed"]
     assert len(children) == 4 and len(errors) == 1 and "flaky objective" in errors[0]
+    # Every trial names the Ray node it ran on, the failed one too: here the one local node.
+    assert {c.data.tags.get("autopeft.node") for c in children} == {ray.util.get_node_ip_address()}
 
 
 def test_trials_outside_the_outcome_constraints_stay_off_the_front(tiny_model_dir, sentiment_csv, tmp_path,

@@ -60,7 +60,7 @@ def test_cli_searches_strategies_and_mlflow_shows_them(tmp_path) -> None:
     children = [r for r in runs if r.data.tags.get("autopeft.role") == "trial"]
     assert len(children) == 2
     for child in children:
-        assert child.data.tags["autopeft.status"] == "completed", child.data.tags.get("autopeft.error")
+        assert child.data.tags["autopeft.status"] == "completed", child.data.tags.get("autopeft.failure")
         assert child.data.params["strategy"] == "light_peft"
         metrics = child.data.metrics
         assert metrics["base_params"] < metrics["light_peft_base_params_before"]
