@@ -35,7 +35,8 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, prefix: str = "
     field's help; the destination is the field's dotted path in :class:`SearchConfig`."""
     titles = {"data": "data (your own; the task is then classification)",
               "fidelity": "fidelity (how cheaply each trial trains)",
-              "early_stopping": "early stopping (which trials stop before their end)"}
+              "early_stopping": "early stopping (which trials stop before their end)",
+              "limits": "limits (time, failures, resources per trial)"}
     for f in dataclasses.fields(cls):
         meta = f.metadata
         if f.name in SECTIONS and not prefix:
@@ -54,7 +55,8 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, prefix: str = "
             parser.add_argument(flag, dest=prefix + f.name, action="append", metavar="NAME",
                                 help=f"{meta['help']} (default: {', '.join(default)})")
         else:
-            parser.add_argument(flag, dest=prefix + f.name, type=int if kind.startswith("int") else str,
+            parse = int if kind.startswith("int") else float if kind.startswith("float") else str
+            parser.add_argument(flag, dest=prefix + f.name, type=parse,
                                 metavar=f.name.upper(), help=meta["help"] + shown)
 
 

@@ -45,6 +45,37 @@ class EarlyStopping:
 
 
 @dataclass
+class Limits:
+    """How long a search and each of its trials may run, how many failed trials it goes on
+    after, and what each trial reserves of the machine (or cluster)."""
+
+    trial_timeout: float | None = field(default=None, metadata=_help(
+        "seconds a trial may run; past them its worker is stopped and the trial recorded as failed"))
+    time_budget: float | None = field(default=None, metadata=_help(
+        "seconds the whole search may run; trials still running then are stopped (recorded as "
+        "interrupted) and the search ends with the front so far"))
+    max_failures: int | None = field(default=None, metadata=_help(
+        "start no new trial once this many have failed (those running finish)"))
+    cpus_per_trial: int | None = field(default=None, metadata=_help(
+        "CPUs each trial reserves (default: the CPUs split evenly over the concurrent trials)"))
+    gpus_per_trial: float | None = field(default=None, metadata=_help(
+        "GPUs each trial reserves, a fraction allowed (default: the GPUs split evenly, at most one)"))
+
+    def check(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            integer = str(f.type).startswith("int")
+            zero_ok = f.name == "gpus_per_trial"  # 0: trials use no GPU
+            number = isinstance(value, int if integer else (int, float)) and not isinstance(value, bool)
+            if not number or value < 0 or (value == 0 and not zero_ok):
+                kind = "integer" if integer else "number"
+                raise ConfigError(f"must be a {'non-negative' if zero_ok else 'positive'} {kind}, got {value!r}",
+                                  key=f"limits.{f.name}")
+
+
+@dataclass
 class DataConfig:
     """The user's data; giving any of it makes the search a classification on it."""
 
@@ -83,6 +114,7 @@ class SearchConfig:
     concurrency: int = field(default=1, metadata=_help("trials at once (CPUs and GPUs are split evenly)"))
     fidelity: Fidelity = field(default_factory=Fidelity)
     early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
+    limits: Limits = field(default_factory=Limits)
     seed: int = field(default=0, metadata=_help("seed of data splits, initial designs and training"))
     tracking_uri: str | None = field(default=None, metadata=_help(
         "MLflow tracking URI (default: sqlite in the output dir)"))
@@ -137,6 +169,7 @@ class SearchConfig:
             if not isinstance(value, int) or isinstance(value, bool) or value < least:
                 raise ConfigError(f"must be an integer of at least {least}, got {value!r}",
                                   key=f"early_stopping.{name}")
+        self.limits.check()
 
     @property
     def resolved_tracking_uri(self) -> str:
@@ -147,7 +180,8 @@ class SearchConfig:
 
 #: SearchConfig's nested sections: a config file's ``data:``/``fidelity:`` mappings, the CLI's
 #: flag groups and ``autopeft.search``'s plain keyword names all read this table
-SECTIONS: dict[str, type] = {"data": DataConfig, "fidelity": Fidelity, "early_stopping": EarlyStopping}
+SECTIONS: dict[str, type] = {"data": DataConfig, "fidelity": Fidelity, "early_stopping": EarlyStopping,
+                             "limits": Limits}
 
 
 def _build(cls: type, data: Any, source: str, prefix: str = "") -> Any:

@@ -252,9 +252,9 @@ class _Monitor:
         record.node = result.get(NODE_IP)
         self._finished(record)
 
-    def on_failed(self, trial_id: str, error: str, node: str | None = None) -> None:
+    def on_failed(self, trial_id: str, error: str, node: str | None = None, status: str = "failed") -> None:
         record = self.records[trial_id]
-        record.status, record.error, record.node = "failed", error, node
+        record.status, record.error, record.node = status, error, node
         self._finished(record)
 
     def _finished(self, record: TrialRecord) -> None:
@@ -308,7 +308,8 @@ def run_search(config: SearchConfig, *, progress: bool = True) -> SearchResult:
               "data": setup.data.description, "labels": ",".join(setup.data.label_names),
               "data_notes": "; ".join(setup.data.notes) or "none",
               **{f"fidelity.{k}": v for k, v in dataclasses.asdict(config.fidelity).items()},
-              **{f"early_stopping.{k}": v for k, v in dataclasses.asdict(config.early_stopping).items()}}
+              **{f"early_stopping.{k}": v for k, v in dataclasses.asdict(config.early_stopping).items()},
+              **{f"limits.{k}": v for k, v in dataclasses.asdict(config.limits).items() if v is not None}}
     if config.warm_start:
         params["warm_start"] = config.warm_start if isinstance(config.warm_start, str) else \
             f"{len(config.warm_start)} configurations"
@@ -329,7 +330,8 @@ def run_search(config: SearchConfig, *, progress: bool = True) -> SearchResult:
         try:
             timings = run_trials(setup, optimizer, trials=config.trials, concurrency=config.concurrency,
                                  listeners=[monitor], storage=out_dir / "ray" / name,
-                                 ray_address=config.ray_address, early_stopping=config.early_stopping)
+                                 ray_address=config.ray_address, early_stopping=config.early_stopping,
+                                 limits=config.limits)
             line.close()
             timings["ray_start_seconds"] = ray_seconds
             timings["tracking_seconds"] = monitor.tracking.seconds

@@ -27,7 +27,7 @@ from ray.tune import Callback, Checkpoint
 from ray.tune.result import NODE_IP
 from ray.tune.search import Searcher
 
-from autopeft.config import EarlyStopping
+from autopeft.config import EarlyStopping, Limits
 from autopeft.optimizers import Optimizer
 from autopeft.schedulers import make_scheduler
 from autopeft.space import Config
@@ -45,7 +45,8 @@ class TrialListener(Protocol):
     def on_epoch(self, trial_id: str, point: dict[str, float]) -> None: ...
     def on_complete(self, trial_id: str, result: dict[str, Any], adapter_dir: Path | None) -> None: ...
     def on_stopped(self, trial_id: str, result: dict[str, Any]) -> None: ...
-    def on_failed(self, trial_id: str, error: str, node: str | None = None) -> None: ...
+    def on_failed(self, trial_id: str, error: str, node: str | None = None, status: str = "failed") -> None:
+        """``status``: "failed", or "interrupted" for a trial the search's time budget ended."""
 
 
 def _numbers(result: Mapping[str, Any]) -> dict[str, float]:
@@ -71,16 +72,20 @@ class OptimizerSearcher(Searcher):
     """Ray Tune's face of an autopeft :class:`Optimizer` (ask on suggest, tell on complete)."""
 
     def __init__(self, optimizer: Optimizer, objective_names: list[str],
-                 stopped: Mapping[str, float] | None = None) -> None:
+                 stopped: Mapping[str, float] | None = None, max_failures: int | None = None) -> None:
         super().__init__()
         self.optimizer = optimizer
+        self.max_failures = max_failures
+        self.failures = 0
         self.objective_names = objective_names
         #: trials the scheduler stopped early (Tune trial id -> progress then)
         self.stopped = stopped if stopped is not None else {}
         self._pending: dict[str, Config] = {}
         self.suggest_seconds = 0.0
 
-    def suggest(self, trial_id: str) -> dict | None:
+    def suggest(self, trial_id: str) -> dict | str | None:
+        if self.max_failures is not None and self.failures >= self.max_failures:
+            return Searcher.FINISHED  # no new trial; the running ones finish
         started = time.perf_counter()
         with single_thread():
             config = self.optimizer.ask()
@@ -95,6 +100,7 @@ class OptimizerSearcher(Searcher):
         result = result or {}
         ok = not error and result.get(STATUS) == "completed"
         stopped = not error and trial_id in self.stopped
+        self.failures += not ok and not stopped
         values = [result[OBJECTIVE_PREFIX + n] for n in self.objective_names] if ok or stopped else None
         # Every number the trial reported (objectives by name, dev metrics, cost, timing) is
         # available to outcome constraints, e.g. {"peak_memory_gb": ("<=", 8)}.
@@ -117,19 +123,58 @@ class OptimizerSearcher(Searcher):
 
 
 class _Forward(Callback):
-    """Forwards Tune's trial events to the listeners."""
+    """Forwards Tune's trial events to the listeners, and stops trials that run past
+    ``limits.trial_timeout``."""
 
-    def __init__(self, listeners: list[TrialListener], stopped: Mapping[str, float]) -> None:
+    def __init__(self, listeners: list[TrialListener], stopped: Mapping[str, float],
+                 limits: Limits | None = None) -> None:
         self.listeners = listeners
         self.stopped = stopped
+        self.limits = limits or Limits()
+        self.search_started = time.monotonic()
         self._done: set[str] = set()
+        self._started: dict[str, float] = {}  # trial id -> when it started (monotonic)
+        self._timed_out: set[str] = set()
 
     # Tune pickles its callbacks with the experiment state; listeners hold live connections
     # (MLflow client, terminal) that belong to this driver process only.
     def __getstate__(self) -> dict:
-        return {"listeners": [], "stopped": dict(self.stopped), "_done": self._done}
+        return {**self.__dict__, "listeners": [], "stopped": dict(self.stopped)}
+
+    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        # Tune has no per-trial wall-clock limit (its stoppers act on reported results, and a
+        # hung trial reports nothing), so the trial's worker is killed: Tune then records the
+        # trial as errored, and on_trial_error names the timeout.
+        timeout = self.limits.trial_timeout
+        if timeout is None:
+            return
+        now = time.monotonic()
+        for trial in trials:
+            started = self._started.get(trial.trial_id)
+            if (trial.status == "RUNNING" and started is not None and now - started > timeout
+                    and trial.trial_id not in self._timed_out):
+                actor = getattr(trial.temporary_state, "ray_actor", None)
+                if actor is not None:
+                    self._timed_out.add(trial.trial_id)
+                    ray.kill(actor)
+
+    def out_of_time(self) -> bool:
+        budget = self.limits.time_budget
+        return budget is not None and time.monotonic() - self.search_started >= budget
+
+    def interrupt_running(self) -> None:
+        """After the search: the trials that started and never ended (the time budget ran
+        out while they trained) are told to the listeners as interrupted."""
+        for trial_id in [t for t in self._started if t not in self._done]:
+            self._done.add(trial_id)
+            for listener in self.listeners:
+                listener.on_failed(trial_id, self._budget_reason(), None, "interrupted")
+
+    def _budget_reason(self) -> str:
+        return f"the search's time budget ({self.limits.time_budget:g} s) ran out while it trained"
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._started[trial.trial_id] = time.monotonic()
         for listener in self.listeners:
             listener.on_start(trial.trial_id, trial.config["params"])
 
@@ -150,6 +195,9 @@ class _Forward(Callback):
         elif trial.trial_id in self.stopped:
             for listener in self.listeners:
                 listener.on_stopped(trial.trial_id, result)
+        elif STATUS not in result and self.out_of_time():
+            for listener in self.listeners:
+                listener.on_failed(trial.trial_id, self._budget_reason(), _node(trial), "interrupted")
         else:
             for listener in self.listeners:
                 listener.on_failed(trial.trial_id, result.get("error", "trial ended without a result"), _node(trial))
@@ -161,6 +209,8 @@ class _Forward(Callback):
         self._done.add(trial.trial_id)
         error = trial.get_error() if hasattr(trial, "get_error") else None
         message = str(error).strip().splitlines()[-1] if error else "the trial's worker crashed"
+        if trial.trial_id in self._timed_out:
+            message = f"ran past the trial timeout ({self.limits.trial_timeout:g} s) and was stopped"
         for listener in self.listeners:
             listener.on_failed(trial.trial_id, message, _node(trial))
 
@@ -197,11 +247,15 @@ class Resources:
     gpus_per_trial: float
 
 
-def plan_resources(concurrency: int) -> Resources:
-    """Split this machine's CPUs (and GPUs, fractionally) evenly over concurrent trials."""
+def plan_resources(concurrency: int, limits: Limits | None = None) -> Resources:
+    """What each trial reserves: ``limits``' CPUs and GPUs per trial where set, else the
+    cluster's CPUs (and GPUs, fractionally, at most one) split evenly over concurrent trials."""
+    limits = limits or Limits()
     cpus = max(1, int(ray.cluster_resources().get("CPU", os.cpu_count() or 1)) // concurrency)
     gpus = float(ray.cluster_resources().get("GPU", 0.0))
-    return Resources(cpus, min(1.0, gpus / concurrency) if gpus else 0.0)
+    even_gpus = min(1.0, gpus / concurrency) if gpus else 0.0
+    return Resources(limits.cpus_per_trial or cpus,
+                     even_gpus if limits.gpus_per_trial is None else limits.gpus_per_trial)
 
 
 @contextmanager
@@ -289,29 +343,34 @@ def collect(ref: ray.ObjectRef) -> tuple[Any, str | None]:
 
 def run_trials(setup: SearchSetup, optimizer: Optimizer, *, trials: int, concurrency: int,
                listeners: list[TrialListener], storage: Path, ray_address: str | None = None,
-               early_stopping: EarlyStopping | None = None) -> dict[str, float]:
+               early_stopping: EarlyStopping | None = None, limits: Limits | None = None) -> dict[str, float]:
     """Run ``trials`` trials, ``concurrency`` at a time, on a local Ray (started and shut down
     here) or on the cluster at ``ray_address``, stopping some early as ``early_stopping``
     says. Returns where the driver's time went."""
     with ray_session(ray_address) as ray_seconds:
         timings = {"ray_start_seconds": ray_seconds}
-        resources = plan_resources(concurrency)
+        limits = limits or Limits()
+        resources = plan_resources(concurrency, limits)
         scheduler = make_scheduler({o.name: o.direction for o in setup.objectives}, early_stopping or EarlyStopping())
         setup = dataclasses.replace(setup, milestones=scheduler.milestones)
         trainable = tune.with_resources(
             tune.with_parameters(_trainable, setup=setup, threads=resources.cpus_per_trial),
             {"cpu": resources.cpus_per_trial, "gpu": resources.gpus_per_trial})
-        searcher = OptimizerSearcher(optimizer, [o.name for o in setup.objectives], scheduler.stopped)
+        searcher = OptimizerSearcher(optimizer, [o.name for o in setup.objectives], scheduler.stopped,
+                                     max_failures=limits.max_failures)
+        forward = _Forward(listeners, scheduler.stopped, limits)
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=trials,
-                                        max_concurrent_trials=concurrency, reuse_actors=True),
+                                        max_concurrent_trials=concurrency, reuse_actors=True,
+                                        time_budget_s=limits.time_budget),
             run_config=tune.RunConfig(name="trials", storage_path=str(storage.resolve()), verbose=0,
-                                      callbacks=[_Forward(listeners, scheduler.stopped)],
+                                      callbacks=[forward],
                                       checkpoint_config=tune.CheckpointConfig(num_to_keep=None)),
         )
         fit_started = time.perf_counter()
         tuner.fit()
+        forward.interrupt_running()
         timings["fit_seconds"] = time.perf_counter() - fit_started
         timings["suggest_seconds"] = searcher.suggest_seconds
     return timings
