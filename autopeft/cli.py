@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
                                     "reference_point, optimizer_options)")
     add_config_flags(p, SearchConfig)
     p.add_argument("--quiet", action="store_true", help="no progress line")
+    p.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN_ID",
+                   help="continue the experiment's latest search (or search RUN_ID) whose driver died; "
+                        "give the same settings as when it started")
 
     for name, what in (("front", "the Pareto front"), ("trials", "every trial")):
         q = sub.add_parser(name, help=f"print {what} of a search stored in MLflow (the latest by default)")
@@ -130,14 +133,14 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_search(args: argparse.Namespace) -> int:
     from autopeft.inputs import check_inputs
 
-    overrides = {k: v for k, v in vars(args).items() if k not in {"command", "config", "quiet"}}
+    overrides = {k: v for k, v in vars(args).items() if k not in {"command", "config", "quiet", "resume"}}
     if overrides.get("baselines") == []:  # the flag alone: every baseline
         overrides["baselines"] = ["all"]
     config = load_config(args.config, overrides)
     check_inputs(config)  # before the heavy imports below: bad input answers at once
     from autopeft.driver import run_search
 
-    result = run_search(config, progress=not args.quiet)
+    result = run_search(config, progress=not args.quiet, resume=args.resume)
     failed = [t for t in result.trials if t.status not in ("completed", "stopped")]
     stopped = [t for t in result.trials if t.status == "stopped"]
     infeasible = [t for t in result.trials if t.status == "completed" and not t.feasible]

@@ -21,6 +21,7 @@ from autopeft.adapters import AdapterBuilder, get_adapter
 from autopeft.config import SECTIONS, SearchConfig, config_record
 from autopeft.costs import COSTS
 from autopeft.errors import ConfigError, ModelError
+from autopeft.journal import Journal
 from autopeft.inputs import RESULT_METRICS, check_inputs, check_model_reference, outcome_constraints
 from autopeft.models import ModelLayout, model_layout
 from autopeft.objectives import Objective
@@ -28,6 +29,7 @@ from autopeft.optimizers import Optimizer, make_optimizer
 from autopeft.optimizers.outcomes import OutcomeConstraint
 from autopeft.progress import ProgressLine
 from autopeft.records import HypervolumeLog, ObjectiveInfo, TrialRecord, front_of, front_table, meets
+from autopeft.resume import driver_identity, journal_path, resume_search
 from autopeft.report import front_markdown, format_front, plot_front_html, plot_front_png, plot_hypervolume_png
 from autopeft.runner import NODE_IP, OBJECTIVE_PREFIX, STRATEGY_REPORT, ray_session, run_trials
 from autopeft.measure import Stopwatch
@@ -35,7 +37,7 @@ from autopeft.space import Config, SearchSpace, SpaceSpec
 from autopeft.space.space import Derive
 from autopeft.strategies import NO_STRATEGY, STRATEGY_PARAMETER, strategy_class
 from autopeft.tasks import DataSource, demo_model_path, load_demo_data, make_task
-from autopeft.tracking import CONFIG_ARTIFACT, SearchTracker
+from autopeft.tracking import CONFIG_ARTIFACT, DRIVER, JOURNAL, SearchTracker
 from autopeft.trial import SearchSetup, by_length, quiet_libraries, score_adapter
 
 #: keyword names of :func:`search` that live in a nested section of SearchConfig
@@ -203,23 +205,36 @@ class _Monitor:
     """Keeps the trial records and forwards each event to MLflow and the progress line."""
 
     def __init__(self, objectives: list[ObjectiveInfo], tracker: SearchTracker, progress: ProgressLine,
-                 reference: dict[str, float], constraints: list[OutcomeConstraint], space: SearchSpace) -> None:
+                 reference: dict[str, float], constraints: list[OutcomeConstraint], space: SearchSpace,
+                 journal: Journal) -> None:
         self.objectives = objectives
         self.space = space
         self.constraints = constraints
         self.tracker = tracker
         self.progress = progress
         self.reference = reference
-        self.records: dict[str, TrialRecord] = {}
+        self.journal = journal
+        # A resumed search starts from the trials that ended before it was interrupted.
+        self.records: dict[str, TrialRecord] = {r.trial_id: r for r in journal.finished()}
         self.tracking = Stopwatch()
-        self.hypervolume = HypervolumeLog(objectives, reference)
+        self.hypervolume = journal.hypervolume = journal.hypervolume or HypervolumeLog(objectives, reference)
 
-    def on_start(self, trial_id: str, config: Config) -> None:
-        record = TrialRecord(len(self.records) + 1, trial_id, dict(config),
-                             strategy=self.space.assemble(config).get(STRATEGY_PARAMETER) or NO_STRATEGY)
-        self.records[trial_id] = record
-        with self.tracking:
-            self.tracker.start_trial(record)
+    def on_start(self, trial_id: str, config: Config, number: int | None = None) -> None:
+        number = number or len(self.records) + 1
+        record = self.journal.records.get(number)
+        if record is not None:  # interrupted by a crash: run again, in the same MLflow run
+            record.trial_id, record.status, record.error, record.node, record.curves = \
+                trial_id, "running", None, None, []
+            record.attempts += 1
+            with self.tracking:
+                self.tracker.restart_trial(record, record.attempts)
+        else:
+            record = TrialRecord(number, trial_id, dict(config),
+                                 strategy=self.space.assemble(config).get(STRATEGY_PARAMETER) or NO_STRATEGY)
+            with self.tracking:
+                self.tracker.start_trial(record)
+        self.records[trial_id] = self.journal.records[number] = record
+        self.journal.save()
         self._show()
 
     def on_epoch(self, trial_id: str, point: dict[str, float]) -> None:
@@ -259,6 +274,7 @@ class _Monitor:
 
     def _finished(self, record: TrialRecord) -> None:
         hv = self.hypervolume.add(list(self.records.values()))
+        self.journal.save()  # before the store: --resume brings the store in line with it
         with self.tracking:
             self.tracker.finish_trial(record)
             self.tracker.log_hypervolume(hv, len(self.hypervolume.curve))
@@ -288,16 +304,8 @@ def describe_data(setup: SearchSetup) -> str:
     return text + "".join(f"\n  note: {note}" for note in data.notes)
 
 
-def run_search(config: SearchConfig, *, progress: bool = True) -> SearchResult:
-    """Run a whole search as ``config`` says; see :func:`search` for the keyword form."""
-    started = time.monotonic()
-    setup, optimizer = prepare(config)
-    objectives = [ObjectiveInfo(o.name, o.direction) for o in setup.objectives]
-    out_dir = Path(config.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tracker = SearchTracker(config.resolved_tracking_uri, config.experiment,
-                            out_dir / "artifacts" if not config.tracking_uri else None)
-    name = f"search-{time.strftime('%Y%m%d-%H%M%S')}"
+def _search_params(config: SearchConfig, setup: SearchSetup, objectives: list[ObjectiveInfo]) -> dict[str, Any]:
+    """What the parent run's params say of the search."""
     params = {"model": setup.model_path, "task": config.task, "space": setup.space.spec.name,
               "space_file": setup.space.spec.source, "optimizer": config.optimizer, "trials": config.trials,
               "concurrency": config.concurrency, "seed": config.seed,
@@ -313,13 +321,35 @@ def run_search(config: SearchConfig, *, progress: bool = True) -> SearchResult:
     if config.warm_start:
         params["warm_start"] = config.warm_start if isinstance(config.warm_start, str) else \
             f"{len(config.warm_start)} configurations"
-    run_id = tracker.start_search(name, params, objectives)
-    tracker.client.log_dict(run_id, config_record(config), CONFIG_ARTIFACT)
+    return params
+
+
+def run_search(config: SearchConfig, *, progress: bool = True, resume: str | bool | None = None) -> SearchResult:
+    """Run a whole search as ``config`` says; see :func:`search` for the keyword form.
+    ``resume``: continue the search with that run id (True: the experiment's latest), whose
+    driver died, with the same ``config``."""
+    started = time.monotonic()
+    setup, optimizer = prepare(config)
+    objectives = [ObjectiveInfo(o.name, o.direction) for o in setup.objectives]
+    out_dir = Path(config.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tracker = SearchTracker(config.resolved_tracking_uri, config.experiment,
+                            out_dir / "artifacts" if not config.tracking_uri else None)
+    if resume:
+        journal, name = resume_search(tracker, config, None if resume is True else str(resume))
+        run_id = tracker.parent_id
+    else:
+        name = f"search-{time.strftime('%Y%m%d-%H%M%S')}"
+        journal = Journal(journal_path(out_dir, name), optimizer)
+        run_id = tracker.start_search(name, _search_params(config, setup, objectives), objectives,
+                                      tags={JOURNAL: str(journal.path.resolve()), DRIVER: driver_identity()})
+        tracker.client.log_dict(run_id, config_record(config), CONFIG_ARTIFACT)
+        journal.save()
     if progress:
         print(describe_data(setup), file=sys.stderr)
     line = ProgressLine(config.trials, enabled=progress)
     monitor = _Monitor(objectives, tracker, line, references(config, setup.objectives),
-                       outcome_constraints(config, [o.name for o in objectives]), setup.space)
+                       outcome_constraints(config, [o.name for o in objectives]), setup.space, journal)
     # One Ray for the trials and the final evaluation's retrainings (starting one costs ~8 s).
     with ray_session(config.ray_address) as ray_seconds:
         ahead = {}
@@ -328,10 +358,10 @@ def run_search(config: SearchConfig, *, progress: bool = True) -> SearchResult:
 
             ahead = train_baselines_ahead(config)
         try:
-            timings = run_trials(setup, optimizer, trials=config.trials, concurrency=config.concurrency,
-                                 listeners=[monitor], storage=out_dir / "ray" / name,
+            timings = run_trials(setup, journal.optimizer, trials=config.trials - len(journal.finished()),
+                                 concurrency=config.concurrency, listeners=[monitor], storage=out_dir / "ray" / name,
                                  ray_address=config.ray_address, early_stopping=config.early_stopping,
-                                 limits=config.limits)
+                                 limits=config.limits, journal=journal)
             line.close()
             timings["ray_start_seconds"] = ray_seconds
             timings["tracking_seconds"] = monitor.tracking.seconds
@@ -342,6 +372,7 @@ def run_search(config: SearchConfig, *, progress: bool = True) -> SearchResult:
                 if record.status == "running":
                     record.status, record.error = "interrupted", "the search ended before the trial finished"
                     tracker.finish_trial(record)
+            journal.save()  # the interrupted trials run again on --resume
             tracker.fail_search(f"{type(err).__name__}: {err}")
             raise
         if config.final_seeds and result.front:
@@ -392,7 +423,7 @@ def _finish(config: SearchConfig, setup: SearchSetup, tracker: SearchTracker, mo
 
 
 def search(config: SearchConfig | None = None, *, objectives: list[str | Objective] | None = None,
-           progress: bool = True, **options: Any) -> SearchResult:
+           progress: bool = True, resume: str | bool | None = None, **options: Any) -> SearchResult:
     """Run a search from Python.
 
     ``options`` are SearchConfig fields or their nested ones by plain name
@@ -415,6 +446,6 @@ def search(config: SearchConfig | None = None, *, objectives: list[str | Objecti
         setattr(target, leaf, value)
     if objectives is not None:
         config.objectives = list(objectives)
-    return run_search(config, progress=progress)
+    return run_search(config, progress=progress, resume=resume)
 
 

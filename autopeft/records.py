@@ -39,6 +39,8 @@ class TrialRecord:
     strategy_report: dict[str, Any] = field(default_factory=dict)
     #: the Ray node it ran on (its IP address), where Ray said
     node: str | None = None
+    #: how many times it started (more than once when a crash interrupted it)
+    attempts: int = 1
 
     @property
     def name(self) -> str:

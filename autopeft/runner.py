@@ -28,7 +28,9 @@ from ray.tune.result import NODE_IP
 from ray.tune.search import Searcher
 
 from autopeft.config import EarlyStopping, Limits
+from autopeft.journal import Journal
 from autopeft.optimizers import Optimizer
+from autopeft.reaper import reap_descendants
 from autopeft.schedulers import make_scheduler
 from autopeft.space import Config
 from autopeft.trial import OBJECTIVE_PREFIX, SearchSetup, run_trial
@@ -41,7 +43,8 @@ STRATEGY_REPORT = "strategy_report"
 class TrialListener(Protocol):
     """Receives the life of every trial, in the driver process."""
 
-    def on_start(self, trial_id: str, config: Config) -> None: ...
+    def on_start(self, trial_id: str, config: Config, number: int | None = None) -> None:
+        """``number``: the trial's place in the search (in the order it was proposed)."""
     def on_epoch(self, trial_id: str, point: dict[str, float]) -> None: ...
     def on_complete(self, trial_id: str, result: dict[str, Any], adapter_dir: Path | None) -> None: ...
     def on_stopped(self, trial_id: str, result: dict[str, Any]) -> None: ...
@@ -72,7 +75,8 @@ class OptimizerSearcher(Searcher):
     """Ray Tune's face of an autopeft :class:`Optimizer` (ask on suggest, tell on complete)."""
 
     def __init__(self, optimizer: Optimizer, objective_names: list[str],
-                 stopped: Mapping[str, float] | None = None, max_failures: int | None = None) -> None:
+                 stopped: Mapping[str, float] | None = None, max_failures: int | None = None,
+                 journal: Journal | None = None) -> None:
         super().__init__()
         self.optimizer = optimizer
         self.max_failures = max_failures
@@ -80,23 +84,46 @@ class OptimizerSearcher(Searcher):
         self.objective_names = objective_names
         #: trials the scheduler stopped early (Tune trial id -> progress then)
         self.stopped = stopped if stopped is not None else {}
+        #: where every ask is written down; a resumed search's interrupted trials come first
+        self.journal = journal
+        self._reruns = journal.to_rerun() if journal else []
         self._pending: dict[str, Config] = {}
+        self._numbers: dict[str, int] = {}  # Tune trial id -> the trial's number in the search
         self.suggest_seconds = 0.0
 
     def suggest(self, trial_id: str) -> dict | str | None:
         if self.max_failures is not None and self.failures >= self.max_failures:
             return Searcher.FINISHED  # no new trial; the running ones finish
         started = time.perf_counter()
-        with single_thread():
-            config = self.optimizer.ask()
-        self._pending[trial_id] = config
+        if self._reruns:  # proposed before a crash: run again as it was, without a new ask
+            number, config = self._reruns.pop(0)
+        else:
+            with single_thread():
+                config = self.optimizer.ask()
+            number = self._number()
+        self._pending[trial_id], self._numbers[trial_id] = config, number
+        if self.journal:
+            self.journal.pending.setdefault(number, config)
+            self.journal.save()
         self.suggest_seconds += time.perf_counter() - started
-        return {"params": config}
+        return {"params": config, "number": number}
+
+    def _number(self) -> int:
+        if self.journal is None:
+            return len(self._numbers) + 1
+        self.journal.next_number += 1
+        return self.journal.next_number - 1
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         config = self._pending.pop(trial_id, None)
         if config is None:
             return
+        number = self._numbers.pop(trial_id, None)
+        if self.journal:
+            if number not in self.journal.pending:
+                return  # told before a crash that lost the trial's record: told once only
+            # Written with the trial's record as the listeners finish it (the same Tune step).
+            del self.journal.pending[number]
         result = result or {}
         ok = not error and result.get(STATUS) == "completed"
         stopped = not error and trial_id in self.stopped
@@ -115,11 +142,11 @@ class OptimizerSearcher(Searcher):
     # Tune checkpoints its searcher; the optimizer's whole state is one picklable object.
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "wb") as fh:
-            pickle.dump((self.optimizer, self._pending), fh)
+            pickle.dump((self.optimizer, self._pending, self._numbers), fh)
 
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as fh:
-            self.optimizer, self._pending = pickle.load(fh)
+            self.optimizer, self._pending, self._numbers = pickle.load(fh)
 
 
 class _Forward(Callback):
@@ -176,7 +203,7 @@ class _Forward(Callback):
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._started[trial.trial_id] = time.monotonic()
         for listener in self.listeners:
-            listener.on_start(trial.trial_id, trial.config["params"])
+            listener.on_start(trial.trial_id, trial.config["params"], trial.config.get("number"))
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         if STATUS not in result:
@@ -266,14 +293,18 @@ def ray_session(address: str | None = None) -> Iterator[float]:
     # Tune's own console reporter would interleave with autopeft's progress line.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     started_here = not ray.is_initialized()
-    if started_here:
+    if not started_here:
+        yield 0.0
+        return
+    # A driver killed outright (SIGKILL) never reaches ray.shutdown: the watchdog ends the Ray
+    # processes it leaves.
+    with reap_descendants():
         # "local": without it Ray joins whatever cluster `ray start` left on this machine.
         ray.init(address=address or "local", include_dashboard=False, log_to_driver=False,
                  configure_logging=False, logging_level="ERROR")
-    try:
-        yield time.perf_counter() - started if started_here else 0.0
-    finally:
-        if started_here:
+        try:
+            yield time.perf_counter() - started
+        finally:
             ray.shutdown()
 
 
@@ -343,10 +374,12 @@ def collect(ref: ray.ObjectRef) -> tuple[Any, str | None]:
 
 def run_trials(setup: SearchSetup, optimizer: Optimizer, *, trials: int, concurrency: int,
                listeners: list[TrialListener], storage: Path, ray_address: str | None = None,
-               early_stopping: EarlyStopping | None = None, limits: Limits | None = None) -> dict[str, float]:
+               early_stopping: EarlyStopping | None = None, limits: Limits | None = None,
+               journal: Journal | None = None) -> dict[str, float]:
     """Run ``trials`` trials, ``concurrency`` at a time, on a local Ray (started and shut down
     here) or on the cluster at ``ray_address``, stopping some early as ``early_stopping``
-    says. Returns where the driver's time went."""
+    says; with a ``journal``, every ask is written to it, and the trials it holds as
+    interrupted run first. Returns where the driver's time went."""
     with ray_session(ray_address) as ray_seconds:
         timings = {"ray_start_seconds": ray_seconds}
         limits = limits or Limits()
@@ -357,14 +390,16 @@ def run_trials(setup: SearchSetup, optimizer: Optimizer, *, trials: int, concurr
             tune.with_parameters(_trainable, setup=setup, threads=resources.cpus_per_trial),
             {"cpu": resources.cpus_per_trial, "gpu": resources.gpus_per_trial})
         searcher = OptimizerSearcher(optimizer, [o.name for o in setup.objectives], scheduler.stopped,
-                                     max_failures=limits.max_failures)
+                                     max_failures=limits.max_failures, journal=journal)
         forward = _Forward(listeners, scheduler.stopped, limits)
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=trials,
                                         max_concurrent_trials=concurrency, reuse_actors=True,
                                         time_budget_s=limits.time_budget),
-            run_config=tune.RunConfig(name="trials", storage_path=str(storage.resolve()), verbose=0,
+            # Each resume of a search is a new Tune experiment beside the first.
+            run_config=tune.RunConfig(name=f"trials-{journal.resumes}" if journal and journal.resumes else "trials",
+                                      storage_path=str(storage.resolve()), verbose=0,
                                       callbacks=[forward],
                                       checkpoint_config=tune.CheckpointConfig(num_to_keep=None)),
         )

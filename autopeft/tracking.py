@@ -36,6 +36,10 @@ NODE = "autopeft.node"                # the Ray node (its IP address) a trial ra
 EVALUATES = "autopeft.evaluates"      # on an evaluation run: the run id of the trial it retrains
 REUSED = "autopeft.reused"            # "true" on an evaluation run whose scores are its trial's own
 BASELINE = "autopeft.baseline"        # on a baseline run (role "baseline"): which hand-made configuration
+DRIVER = "autopeft.driver"            # on the parent: JSON {host, pid, started} of the driver running it
+JOURNAL = "autopeft.journal"          # on the parent: the path of its journal (``--resume`` reads it)
+RESUMES = "autopeft.resumes"          # on the parent: how many times it was resumed
+ATTEMPTS = "autopeft.attempts"        # on a trial rerun after a crash: how many times it started
 CONFIG_ARTIFACT = "search_config.json"  # the search's SearchConfig, for `autopeft evaluate`
 PARENT = "mlflow.parentRunId"
 NOTE = "mlflow.note.content"          # a run's description: the parent's holds the front table
@@ -81,9 +85,10 @@ class SearchTracker:
         self.experiment_id = experiment_id(self.client, experiment, artifact_root)
         self.parent_id: str | None = None
 
-    def start_search(self, name: str, params: dict[str, Any], objectives: list[ObjectiveInfo]) -> str:
+    def start_search(self, name: str, params: dict[str, Any], objectives: list[ObjectiveInfo],
+                     tags: dict[str, str] | None = None) -> str:
         tags = {ROLE: "search", STATUS: "running",
-                OBJECTIVES: json.dumps([[o.name, o.direction] for o in objectives])}
+                OBJECTIVES: json.dumps([[o.name, o.direction] for o in objectives]), **(tags or {})}
         run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
         self.parent_id = run.info.run_id
         self._log_params(self.parent_id, params)
@@ -101,6 +106,15 @@ class SearchTracker:
         record.run_id = run.info.run_id
         self._log_params(record.run_id, {"strategy": record.strategy, **record.config})
 
+    def restart_trial(self, record: TrialRecord, attempt: int) -> None:
+        """``record``'s run, running again: its trial is rerun after a crash interrupted it
+        (the first attempt's curve points stay in its history, before the new ones)."""
+        self.client.update_run(record.run_id, status="RUNNING")
+        self.client.log_batch(record.run_id, tags=[RunTag(STATUS, "running"), RunTag(ATTEMPTS, str(attempt))])
+        for tag in (FAILURE, NODE):
+            if tag in self.client.get_run(record.run_id).data.tags:
+                self.client.delete_tag(record.run_id, tag)
+
     def log_epoch(self, record: TrialRecord, point: dict[str, float]) -> None:
         step = int(point.get("step", point.get("epoch", 0)))
         metrics = [Metric(k, float(v), _now_ms(), step) for k, v in point.items()
@@ -109,7 +123,7 @@ class SearchTracker:
 
     def finish_trial(self, record: TrialRecord) -> None:
         # A trial stopped early did what it was asked to (a low-fidelity observation).
-        status = "FINISHED" if record.status in ("completed", "stopped") else "FAILED"
+        status = {"completed": "FINISHED", "stopped": "FINISHED", "interrupted": "KILLED"}.get(record.status, "FAILED")
         values = {**record.metrics, **record.objectives}
         # At the trial's last step: MLflow shows a metric's value at its highest step, and the
         # rungs and epochs logged the same names on the way (at their training step).
@@ -283,6 +297,11 @@ def open_search(tracking_uri: str, experiment: str, run_id: str | None = None, *
                             "--tracking-uri", source=tracking_uri[10:])
     client = MlflowClient(tracking_uri=tracking_uri)
     stored = load_search(client, experiment, run_id)
+    if stored is not None:
+        from autopeft.resume import mark_if_crashed
+
+        if mark_if_crashed(client, stored):
+            stored = load_search(client, experiment, stored.parent.info.run_id)
     if stored is None:
         raise AutopeftError(f"no search {run_id + ' ' if run_id else ''}found in experiment '{experiment}'",
                             source=tracking_uri)
