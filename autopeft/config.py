@@ -60,6 +60,12 @@ class Limits:
         "CPUs each trial reserves (default: the CPUs split evenly over the concurrent trials)"))
     gpus_per_trial: float | None = field(default=None, metadata=_help(
         "GPUs each trial reserves, a fraction allowed (default: the GPUs split evenly, at most one)"))
+    trial_memory: float | None = field(default=None, metadata=_help(
+        "GB of memory a trial may allocate in its worker; past them it fails as out of memory "
+        "(a cap on the process's heap: on a GPU, the device's own memory is the limit)"))
+    retries: int | None = field(default=None, metadata=_help(
+        "times a trial whose worker died (killed, lost with its node) starts again before it counts "
+        "as failed; a trial's own error is not retried: the same configuration and seed fail alike"))
 
     def check(self) -> None:
         for f in dataclasses.fields(self):
@@ -67,7 +73,7 @@ class Limits:
             if value is None:
                 continue
             integer = str(f.type).startswith("int")
-            zero_ok = f.name == "gpus_per_trial"  # 0: trials use no GPU
+            zero_ok = f.name in ("gpus_per_trial", "retries")  # 0: trials use no GPU, none retried
             number = isinstance(value, int if integer else (int, float)) and not isinstance(value, bool)
             if not number or value < 0 or (value == 0 and not zero_ok):
                 kind = "integer" if integer else "number"

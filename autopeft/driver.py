@@ -129,6 +129,8 @@ def load_setup(config: SearchConfig) -> SearchSetup:
         data = task.load_data(source, config.seed)
 
     check_model_reference(model_path)
+    if Path(model_path).exists():  # Ray's workers run in folders of their own: no relative paths
+        model_path = str(Path(model_path).resolve())
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_path)
         layout = model_layout(task.load_model(model_path, data))

@@ -13,7 +13,6 @@ import os
 import pickle
 import tempfile
 import time
-import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from ray.tune.result import NODE_IP
 from ray.tune.search import Searcher
 
 from autopeft.config import EarlyStopping, Limits
+from autopeft.failures import failure_reason, memory_cap
 from autopeft.journal import Journal
 from autopeft.optimizers import Optimizer
 from autopeft.reaper import reap_descendants
@@ -229,6 +229,10 @@ class _Forward(Callback):
             for listener in self.listeners:
                 listener.on_failed(trial.trial_id, result.get("error", "trial ended without a result"), _node(trial))
 
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        # Retried (limits.retries): its next attempt gets a timeout of its own.
+        self._timed_out.discard(trial.trial_id)
+
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         # A crash outside run_trial's own error handling (worker died, out of memory).
         if trial.trial_id in self._done:
@@ -236,6 +240,8 @@ class _Forward(Callback):
         self._done.add(trial.trial_id)
         error = trial.get_error() if hasattr(trial, "get_error") else None
         message = str(error).strip().splitlines()[-1] if error else "the trial's worker crashed"
+        if "worker process has died" in message:  # Ray's paragraph on it, in a line
+            message = "its worker process died (killed, crashed, or out of memory on its node)"
         if trial.trial_id in self._timed_out:
             message = f"ran past the trial timeout ({self.limits.trial_timeout:g} s) and was stopped"
         for listener in self.listeners:
@@ -252,10 +258,11 @@ def _node(trial: Any) -> str | None:
     return str(node) if node else None
 
 
-def _trainable(params: dict, setup: SearchSetup | None = None, threads: int = 1) -> None:
+def _trainable(params: dict, setup: SearchSetup | None = None, threads: int = 1,
+               memory_gb: float | None = None) -> None:
     torch.set_num_threads(threads)
     try:
-        with tempfile.TemporaryDirectory() as tmp:
+        with memory_cap(memory_gb), tempfile.TemporaryDirectory() as tmp:
             result = run_trial(setup, params["params"], save_to=Path(tmp) / "adapter",
                                on_epoch=lambda point: tune.report(point))
             final = {STATUS: "completed", "best_epoch": result.best_epoch,
@@ -264,8 +271,7 @@ def _trainable(params: dict, setup: SearchSetup | None = None, threads: int = 1)
                      **result.timing, STRATEGY_REPORT: json.dumps(result.strategy)}
             tune.report(final, checkpoint=Checkpoint.from_directory(tmp))
     except Exception as err:  # a failing trial must never end the search: report it instead
-        detail = traceback.format_exception_only(type(err), err)[-1].strip()
-        tune.report({STATUS: "failed", "error": detail})
+        tune.report({STATUS: "failed", "error": failure_reason(err)})
 
 
 @dataclass(frozen=True)
@@ -279,6 +285,9 @@ def plan_resources(concurrency: int, limits: Limits | None = None) -> Resources:
     cluster's CPUs (and GPUs, fractionally, at most one) split evenly over concurrent trials."""
     limits = limits or Limits()
     cpus = max(1, int(ray.cluster_resources().get("CPU", os.cpu_count() or 1)) // concurrency)
+    # No more than one node has: a trial runs on one node, and a bigger ask waits for ever.
+    largest = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")), default=cpus)
+    cpus = max(1, min(cpus, int(largest)))
     gpus = float(ray.cluster_resources().get("GPU", 0.0))
     even_gpus = min(1.0, gpus / concurrency) if gpus else 0.0
     return Resources(limits.cpus_per_trial or cpus,
@@ -387,7 +396,8 @@ def run_trials(setup: SearchSetup, optimizer: Optimizer, *, trials: int, concurr
         scheduler = make_scheduler({o.name: o.direction for o in setup.objectives}, early_stopping or EarlyStopping())
         setup = dataclasses.replace(setup, milestones=scheduler.milestones)
         trainable = tune.with_resources(
-            tune.with_parameters(_trainable, setup=setup, threads=resources.cpus_per_trial),
+            tune.with_parameters(_trainable, setup=setup, threads=resources.cpus_per_trial,
+                                 memory_gb=limits.trial_memory),
             {"cpu": resources.cpus_per_trial, "gpu": resources.gpus_per_trial})
         searcher = OptimizerSearcher(optimizer, [o.name for o in setup.objectives], scheduler.stopped,
                                      max_failures=limits.max_failures, journal=journal)
@@ -401,6 +411,8 @@ def run_trials(setup: SearchSetup, optimizer: Optimizer, *, trials: int, concurr
             run_config=tune.RunConfig(name=f"trials-{journal.resumes}" if journal and journal.resumes else "trials",
                                       storage_path=str(storage.resolve()), verbose=0,
                                       callbacks=[forward],
+                                      # A retried trial starts again in its own MLflow run.
+                                      failure_config=tune.FailureConfig(max_failures=limits.retries or 0),
                                       checkpoint_config=tune.CheckpointConfig(num_to_keep=None)),
         )
         fit_started = time.perf_counter()

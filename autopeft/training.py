@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import get_linear_schedule_with_warmup
 
+from autopeft import failpoints
 from autopeft.config import Fidelity
 from autopeft.errors import TrialError
 from autopeft.measure import Stopwatch
@@ -247,6 +248,7 @@ def _step(loop: TrainingLoop, batch: dict[str, torch.Tensor], hooks: Sequence[Tr
         extra = hook.extra_loss(loop, batch)
         if extra is not None:
             loss = loss + extra
+    loss = failpoints.poison(loss)
     if not math.isfinite(loss.item()):
         raise TrialError(f"training loss is {loss.item()} at step {loop.step + 1}")
     loss.backward()

@@ -21,6 +21,7 @@ from datasets import Dataset
 from torch.utils.data import DataLoader
 from transformers import AutoTokenizer, DataCollatorWithPadding
 
+from autopeft import failpoints
 from autopeft.adapters import AdapterBuilder, BuildContext, get_adapter
 from autopeft.loading import ADAPTER_INFO, load_adapter
 from autopeft.measure import PeakMemory, Stopwatch, count_parameters
@@ -147,6 +148,7 @@ def run_trial(setup: SearchSetup, config: Config, *, save_to: Path | None = None
     """Train ``config`` through its strategy's stages and evaluate it on dev; raises on failure
     (the runner records it). Costs are measured on the model that is saved, over all stages."""
     started = time.perf_counter()
+    failpoints.arm(config)
     trial = _Trial(setup, config)
     strategy, fidelity = trial.strategy, setup.fidelity
     dev_loader = trial.loader(setup.dev_tokens, 64, False)
