@@ -60,3 +60,7 @@ class PluginError(AutopeftError):
 
 class TrialError(Exception):
     """A trial failed (exception, NaN loss); the search records it and goes on."""
+
+
+class ClusterError(AutopeftError):
+    """A Ray cluster that cannot run the search as given (a node that cannot see its files)."""

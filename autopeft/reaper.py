@@ -17,6 +17,7 @@ import select
 import signal
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -26,6 +27,8 @@ import psutil
 POLL_SECONDS = 1.0
 #: how long the processes get to end on SIGTERM before SIGKILL (s)
 GRACE_SECONDS = 3.0
+#: the environment variable that marks the processes started under a watchdog
+TOKEN = "AUTOPEFT_REAPER_TOKEN"
 
 
 @contextmanager
@@ -33,17 +36,26 @@ def reap_descendants() -> Iterator[None]:
     """For the block and after it, however this process ends: its descendants that outlive it
     are ended by a watchdog process (see the module's docstring)."""
     read_end, write_end = os.pipe()
+    token = f"{os.getpid()}-{uuid.uuid4().hex}"
     # A session of its own: a Ctrl-C or a kill of the driver's process group spares it.
-    watchdog = subprocess.Popen([sys.executable, "-m", "autopeft.reaper", str(os.getpid())],
+    watchdog = subprocess.Popen([sys.executable, "-m", "autopeft.reaper", str(os.getpid()), token],
                                 stdin=read_end, start_new_session=True, close_fds=True,
                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     os.close(read_end)
     watchdog.stdout.read(1)  # it has listed what was there before: Ray may start now
     watchdog.stdout.close()
     os.set_inheritable(write_end, False)  # only this process may hold the pipe open
+    # Every process started in the block inherits the token: the watchdog finds them by it
+    # even when they were started between two of its looks (and were orphaned since).
+    before = os.environ.get(TOKEN)
+    os.environ[TOKEN] = token
     try:
         yield
     finally:
+        if before is None:
+            os.environ.pop(TOKEN, None)
+        else:
+            os.environ[TOKEN] = before
         os.close(write_end)  # a normal end: the watchdog ends what the block left, then exits
         try:
             watchdog.wait(timeout=2 * GRACE_SECONDS + 5)
@@ -67,8 +79,21 @@ def _ray_descendants(pid: int) -> dict[int, psutil.Process]:
     return found
 
 
-def watch(driver: int) -> None:
-    """Keep a list of ``driver``'s descendants until standard input closes, then end them."""
+def _carrying(token: str) -> dict[int, psutil.Process]:
+    """The processes whose environment holds ``token`` (those this user may read)."""
+    found = {}
+    for process in psutil.process_iter():
+        try:
+            if process.pid != os.getpid() and process.environ().get(TOKEN) == token:
+                found[process.pid] = process
+        except psutil.Error:
+            pass
+    return found
+
+
+def watch(driver: int, token: str) -> None:
+    """Keep a list of ``driver``'s Ray descendants until standard input closes, then end
+    them, and every process that carries ``token``."""
     # Ray processes the driver had before it asked for this one are not this block's.
     before = set(_ray_descendants(driver))
     sys.stdout.write("+")
@@ -82,6 +107,7 @@ def watch(driver: int) -> None:
         # its start time, so a reused pid is never mistaken for it.
         known.update({pid: p for pid, p in _ray_descendants(driver).items() if pid not in before})
     known.update({pid: p for pid, p in _ray_descendants(driver).items() if pid not in before})
+    known.update(_carrying(token))
     alive = [p for p in known.values() if p.is_running()]
     for process in alive:
         try:
@@ -98,4 +124,4 @@ def watch(driver: int) -> None:
 
 if __name__ == "__main__":
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    watch(int(sys.argv[1]))
+    watch(int(sys.argv[1]), sys.argv[2])

@@ -27,6 +27,7 @@ from ray.tune.result import NODE_IP
 from ray.tune.search import Searcher
 
 from autopeft.config import EarlyStopping, Limits
+from autopeft.errors import ClusterError
 from autopeft.failures import failure_reason, memory_cap
 from autopeft.journal import Journal
 from autopeft.optimizers import Optimizer
@@ -239,9 +240,10 @@ class _Forward(Callback):
             return
         self._done.add(trial.trial_id)
         error = trial.get_error() if hasattr(trial, "get_error") else None
-        message = str(error).strip().splitlines()[-1] if error else "the trial's worker crashed"
+        died = "its worker process died (killed, crashed, or out of memory on its node)"
+        message = str(error).strip().splitlines()[-1] if error else died
         if "worker process has died" in message:  # Ray's paragraph on it, in a line
-            message = "its worker process died (killed, crashed, or out of memory on its node)"
+            message = died
         if trial.trial_id in self._timed_out:
             message = f"ran past the trial timeout ({self.limits.trial_timeout:g} s) and was stopped"
         for listener in self.listeners:
@@ -315,6 +317,27 @@ def ray_session(address: str | None = None) -> Iterator[float]:
             yield time.perf_counter() - started
         finally:
             ray.shutdown()
+
+
+def _missing(paths: list[str]) -> list[str]:
+    return [p for p in paths if not os.path.exists(p)]
+
+
+def check_cluster_paths(paths: dict[str, str]) -> None:
+    """Every node of the cluster must see ``paths`` (what -> path): trials load the model from
+    its folder and Ray Tune writes their adapters to the output folder, on whichever node they
+    run. A ClusterError names the first node and path that is not there."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    probe = ray.remote(num_cpus=0, max_retries=0)(_missing)
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    answers = ray.get([probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
+                       .remote(list(paths.values())) for n in nodes])
+    for node, missing in zip(nodes, answers):
+        if missing:
+            what = next(k for k, v in paths.items() if v == missing[0])
+            raise ClusterError(f"Ray node {node['NodeManagerAddress']} cannot see the {what} at {missing[0]}: "
+                               "on a cluster, mount it at the same path on every node (a shared filesystem)")
 
 
 def _threaded(function: Callable[..., Any], threads: int, *args: Any) -> Any:
@@ -392,6 +415,17 @@ def run_trials(setup: SearchSetup, optimizer: Optimizer, *, trials: int, concurr
     with ray_session(ray_address) as ray_seconds:
         timings = {"ray_start_seconds": ray_seconds}
         limits = limits or Limits()
+        if ray_address:
+            storage.mkdir(parents=True, exist_ok=True)
+            marker = storage / f".visible-{os.getpid()}"  # this search's own: not there by chance
+            marker.touch()
+            paths = {"output folder": str(marker.resolve())}
+            if Path(setup.model_path).exists():  # a hub id is fetched by each node itself
+                paths["model folder"] = setup.model_path
+            try:
+                check_cluster_paths(paths)
+            finally:
+                marker.unlink()
         resources = plan_resources(concurrency, limits)
         scheduler = make_scheduler({o.name: o.direction for o in setup.objectives}, early_stopping or EarlyStopping())
         setup = dataclasses.replace(setup, milestones=scheduler.milestones)
