@@ -38,7 +38,7 @@ from autopeft.failpoints import ENV, KINDS
 from autopeft.tasks import demo_model_path
 from autopeft.tracking import FAILURE, PARENT, ROLE, STATUS, TRIAL_NUMBER
 
-TIMEOUT = 20  # s: the trial timeout, which the hanging trials run into
+TIMEOUT = 60  # s: the trial timeout, which the hanging trials run into (normal trials take a few)
 
 
 def tiny_model(path: Path) -> Path:
@@ -72,10 +72,18 @@ def trials_of(client: MlflowClient, experiment: str) -> tuple[object, list]:
 
 
 def ray_descendants(pid: int) -> list[psutil.Process]:
+    found = []
     try:
-        return [p for p in psutil.Process(pid).children(recursive=True) if "ray" in " ".join(p.cmdline()[:2])]
+        children = psutil.Process(pid).children(recursive=True)
     except psutil.Error:
         return []
+    for process in children:
+        try:
+            if "ray" in " ".join(process.cmdline()[:2]):
+                found.append(process)
+        except psutil.Error:  # ended (or a zombie) since it was listed
+            pass
+    return found
 
 
 def main() -> None:

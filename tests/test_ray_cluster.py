@@ -1,38 +1,39 @@
 """`autopeft search --ray-address HOST:PORT` on an existing two-node Ray cluster.
 
-The test starts a real cluster with the `ray` CLI on this machine: a head node and a worker node,
-each with one CPU, so that two concurrent trials (one CPU each) must run one on each node. It runs
-a 2-trial search on the tiny model with the real CLI in a subprocess, and shows from MLflow that
-the trials ran on both nodes: every child run's ``autopeft.node`` tag is the Ray node IP address
-its trial ran on, and the two nodes are given different loopback addresses (127.0.0.2 and
-127.0.0.3; all of 127.0.0.0/8 is loopback on Linux) so that the tags tell them apart.
+The module starts a real cluster with the `ray` CLI on this machine: a head node and a worker
+node, each with one CPU, so that two concurrent trials (one CPU each) must run one on each node.
+A 2-trial search on the tiny model, with the real CLI in a subprocess, shows from MLflow that the
+trials ran on both nodes: every child run's ``autopeft.node`` tag is the IP address of the Ray
+node its trial ran on, and the two nodes have different loopback addresses (127.0.0.2 and
+127.0.0.3; all of 127.0.0.0/8 is loopback on Linux), so that the tags tell them apart.
 
 Why not 127.0.0.1: Ray (2.60) rewrites a node IP address of ``127.0.0.1``/``localhost`` to the
 machine's routable address, in `ray start --node-ip-address` and in the address a node or driver
-connects to, unless RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, which `ray start` refuses for a worker
-node. Only a node whose IP address is exactly 127.0.0.1 binds its ports to loopback; these two
-nodes' GCS and raylet ports listen on all interfaces while the test runs (Ray's runtime-env agent
-binds the node's IP). The cluster therefore runs with token authentication and a random token of
-its own (RAY_AUTH_MODE=token, RAY_AUTH_TOKEN), and the test never reads or writes
-~/.ray/auth_token.
+connects to (unless RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, which `ray start` refuses for a worker
+node). Only a node whose IP address is exactly 127.0.0.1 binds its ports to loopback alone: these
+two nodes' GCS and raylet ports listen on all interfaces while the module runs (the runtime-env
+agents bind the node's IP). So the cluster requires a token (RAY_AUTH_MODE=token), a random one of
+its own in RAY_AUTH_TOKEN; ~/.ray/auth_token is neither read nor written.
 
-Shared filesystem, what this shows and what it does not:
+Shared filesystem, what this shows and what it does not. Both nodes are on this machine's disk,
+but where the test may make a mount namespace (as root, with `unshare`), the worker node runs in
+one in which a folder of the test is hidden under an empty tmpfs:
 
-* The training data reaches the worker without a filesystem: the driver loads and tokenizes it
-  and ships it inside the ``SearchSetup`` that ``tune.with_parameters`` puts in Ray's object
-  store. Both nodes are on one disk here, so the test cannot prove that no trial reads the file.
-* The model is not shipped: each trial loads it from ``setup.model_path``, a local directory,
-  which must exist at the same path on every node (or be a hub id each node can download).
-* Each trial's checkpoint (its trained adapter) is written by the trial to Tune's storage path,
-  ``OUTPUT_DIR/ray/...``, and read back by the driver (test scores, adapter artifacts). With a
-  local path on a multi-node cluster that needs a filesystem shared by all nodes; without one,
-  Tune refuses to persist a worker-node checkpoint ("Unable to set up cluster storage").
-  On one machine both nodes share the disk, so this test passes either way: it shows trials on
-  two nodes, not that a cluster without a shared filesystem works.
+* The training data needs no shared filesystem: the train file is in the hidden folder, the
+  worker node cannot see it, and its trial completes anyway. The driver loads and tokenizes the
+  data and ships it inside the ``SearchSetup`` that ``tune.with_parameters`` puts in Ray's
+  object store.
+* The model folder and the output folder must be at the same path on every node: trials load the
+  model from ``setup.model_path`` and Tune writes their checkpoints (adapters) under
+  ``OUTPUT_DIR/ray``, which the driver reads back. autopeft checks this before the trials: a
+  search whose model folder is hidden from the worker node fails, naming the node and the folder.
+  Both folders are visible to both nodes in the search that succeeds.
+* Without a mount namespace nothing is hidden: the search still shows trials on both nodes, the
+  data claim is then not shown, and the model-folder test is skipped.
 
-The cluster runs under its own short ``--temp-dir`` with random ports; it is stopped by ending
-the processes it started (every process naming that directory, and their descendants), never
-with `ray stop`, which would stop every Ray on the machine. The test checks that none is left.
+The cluster runs under its own short ``--temp-dir`` with random ports; it is stopped by killing
+the processes it started (those that name that directory, and their descendants), never with
+`ray stop`, which stops every Ray on the machine. Teardown fails if any of them is left.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -58,6 +60,22 @@ from test_search_e2e import runs_of
 pytestmark = pytest.mark.slow
 
 HEAD_IP, WORKER_IP = "127.0.0.2", "127.0.0.3"
+
+
+@dataclass
+class Cluster:
+    address: str       #: the head's GCS address, for --ray-address
+    env: dict[str, str]  #: the environment that reaches it (the token)
+    temp_dir: str
+    #: a folder the worker node cannot see (None where no mount namespace can be made)
+    hidden: Path | None
+
+    def worker_sees(self, path: Path) -> bool:
+        """Whether ``path`` exists in the worker node's mount namespace."""
+        raylets = [p for p in _cluster_processes(self.temp_dir)
+                   if p.name() == "raylet" and f"--node_ip_address={WORKER_IP}" in p.cmdline()]
+        assert len(raylets) == 1, raylets
+        return Path(f"/proc/{raylets[0].pid}/root{path}").exists()
 
 
 def _ray_cli() -> str | None:
@@ -80,6 +98,26 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("", 0))
         return sock.getsockname()[1]
+
+
+#: runs a command in a new mount namespace with an empty tmpfs over the folder "$0"
+_HIDE = 'mount -t tmpfs -o size=1m autopeft-hidden "$0" && exec "$@"'
+
+
+def _hiding_prefix(folder: Path) -> list[str] | None:
+    """The command prefix that runs a command with ``folder`` hidden, if this process may make
+    a mount namespace (root; user namespaces are left alone: untested with Ray); else None."""
+    unshare = shutil.which("unshare")
+    if unshare is None or not sys.platform.startswith("linux") or os.geteuid() != 0:
+        return None
+    prefix = [unshare, "--mount", "--propagation", "private", "sh", "-c", _HIDE, str(folder)]
+    probe = folder / "probe"
+    probe.touch()
+    try:
+        check = subprocess.run([*prefix, "test", "!", "-e", str(probe)], capture_output=True, timeout=30)
+    finally:
+        probe.unlink()
+    return prefix if check.returncode == 0 else None
 
 
 def _cluster_processes(tag: str) -> list[psutil.Process]:
@@ -118,44 +156,10 @@ def _stop_cluster(tag: str) -> list[str]:
     return [f"{p.pid} {p.name()}" for p in _cluster_processes(tag)]
 
 
-def _run(cmd: list[str], env: dict[str, str], timeout: float, cwd: Path | None = None) -> str:
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, cwd=cwd)
-    assert proc.returncode == 0, f"{' '.join(cmd[:3])} ... failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+def _run(cmd: list[str], env: dict[str, str], timeout: float) -> str:
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+    assert proc.returncode == 0, f"{cmd} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
     return proc.stdout
-
-
-@pytest.fixture
-def two_node_cluster() -> Iterator[tuple[str, dict[str, str]]]:
-    """A head and a worker node started with `ray start`, one CPU each, on two loopback
-    addresses: yields (the head's address, the environment to reach it with)."""
-    ray_cli = _ray_cli()
-    if ray_cli is None:
-        pytest.skip("the `ray` command is not installed")
-    if not sys.platform.startswith("linux") or not (_can_bind(HEAD_IP) and _can_bind(WORKER_IP)):
-        pytest.skip(f"needs the loopback addresses {HEAD_IP} and {WORKER_IP} (Linux)")
-    # Short on purpose: Ray's Unix sockets live under it, and their paths are limited to 107 bytes.
-    temp_dir = tempfile.mkdtemp(prefix="autopeft-ray-", dir="/tmp")
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
-           "RAY_USAGE_STATS_ENABLED": "0"}
-    for name in ("RAY_ADDRESS", "RAY_AUTH_TOKEN_PATH"):
-        env.pop(name, None)
-    common = ["--num-cpus", "1", "--num-gpus", "0", "--object-store-memory", str(100 * 1024 ** 2),
-              "--temp-dir", temp_dir, "--min-worker-port", "0", "--max-worker-port", "0",
-              "--disable-usage-stats"]
-    address = f"{HEAD_IP}:{_free_port()}"
-    try:
-        _run([ray_cli, "start", "--head", "--node-ip-address", HEAD_IP, "--port", address.split(":")[1],
-              "--include-dashboard", "false", *common], env, timeout=120)
-        _run([ray_cli, "start", "--address", address, "--node-ip-address", WORKER_IP, *common], env, timeout=120)
-        # `ray start` returns once its node is registered; wait anyway until the GCS lists both
-        # nodes alive, from a separate driver (this process keeps no Ray state of the cluster's).
-        waited = _run([sys.executable, "-c", _WAIT_FOR_NODES, address], env, timeout=120)
-        assert json.loads(waited.strip().splitlines()[-1]) == sorted([HEAD_IP, WORKER_IP]), waited
-        yield address, env
-    finally:
-        left = _stop_cluster(temp_dir)
-        shutil.rmtree(temp_dir, ignore_errors=True)
-        assert not left, f"Ray processes left running: {left}"
 
 
 _WAIT_FOR_NODES = """
@@ -172,24 +176,83 @@ print(json.dumps(alive))
 """
 
 
-def test_search_runs_trials_on_both_nodes_of_a_cluster(two_node_cluster, tiny_model_dir, tmp_path) -> None:
-    address, env = two_node_cluster
-    data = write_sentiment_csv(tmp_path / "reviews.csv")
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A head and a worker node started with `ray start`, one CPU each, on two loopback
+    addresses; the worker node in a mount namespace that hides a folder, where possible."""
+    ray_cli = _ray_cli()
+    if ray_cli is None:
+        pytest.skip("the `ray` command is not installed")
+    if not sys.platform.startswith("linux") or not (_can_bind(HEAD_IP) and _can_bind(WORKER_IP)):
+        pytest.skip(f"needs the loopback addresses {HEAD_IP} and {WORKER_IP} (Linux)")
+    hidden = tmp_path_factory.mktemp("worker-cannot-see")
+    hide = _hiding_prefix(hidden)
+    # Short on purpose: Ray's Unix sockets live under it, and their paths are limited to 107 bytes.
+    temp_dir = tempfile.mkdtemp(prefix="autopeft-ray-", dir="/tmp")
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
+           "RAY_USAGE_STATS_ENABLED": "0"}
+    for name in ("RAY_ADDRESS", "RAY_AUTH_TOKEN_PATH"):
+        env.pop(name, None)
+    common = ["--num-cpus", "1", "--num-gpus", "0", "--object-store-memory", str(100 * 1024 ** 2),
+              "--temp-dir", temp_dir, "--min-worker-port", "0", "--max-worker-port", "0",
+              "--disable-usage-stats"]
+    address = f"{HEAD_IP}:{_free_port()}"
+    try:
+        _run([ray_cli, "start", "--head", "--node-ip-address", HEAD_IP, "--port", address.split(":")[1],
+              "--include-dashboard", "false", *common], env, timeout=120)
+        _run([*(hide or []), ray_cli, "start", "--address", address, "--node-ip-address", WORKER_IP, *common],
+             env, timeout=120)
+        # `ray start` returns once its node is registered; wait anyway until the GCS lists both
+        # nodes alive, from a driver of its own (this process keeps no Ray state of the cluster).
+        waited = _run([sys.executable, "-c", _WAIT_FOR_NODES, address], env, timeout=120)
+        assert json.loads(waited.strip().splitlines()[-1]) == [HEAD_IP, WORKER_IP], waited
+        cluster = Cluster(address, env, temp_dir, hidden if hide else None)
+        if hide:
+            marker = hidden / "marker"
+            marker.touch()
+            assert not cluster.worker_sees(marker) and cluster.worker_sees(Path(temp_dir))
+        yield cluster
+    finally:
+        left = _stop_cluster(temp_dir)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+        assert not left, f"Ray processes left running: {left}"
+
+
+def _search(cluster: Cluster, model: Path, data: Path, out: Path) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "autopeft.cli", "search", "--model", str(model), "--train-file", str(data),
+           "--text-column", "review", "--label-column", "verdict", "--optimizer", "random", "--trials", "2",
+           "--concurrency", "2", "--max-train-examples", "48", "--max-length", "32",
+           "--ray-address", cluster.address, "--output-dir", str(out), "--quiet"]
+    return subprocess.run(cmd, capture_output=True, text=True, env=cluster.env, timeout=420, cwd=out.parent)
+
+
+def test_search_runs_trials_on_both_nodes_of_a_cluster(cluster, tiny_model_dir, tmp_path) -> None:
+    data = write_sentiment_csv((cluster.hidden or tmp_path) / "reviews.csv")
+    if cluster.hidden:
+        assert data.exists() and not cluster.worker_sees(data)
+        assert cluster.worker_sees(tiny_model_dir) and cluster.worker_sees(tmp_path)
     out = tmp_path / "runs"
-    cmd = [sys.executable, "-m", "autopeft.cli", "search", "--model", str(tiny_model_dir),
-           "--train-file", str(data), "--text-column", "review", "--label-column", "verdict",
-           "--optimizer", "random", "--trials", "2", "--concurrency", "2", "--max-train-examples", "48",
-           "--max-length", "32", "--ray-address", address, "--output-dir", str(out), "--quiet"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=420, cwd=tmp_path)
+    proc = _search(cluster, tiny_model_dir, data, out)
     assert proc.returncode == 0, proc.stderr[-4000:]
 
     client, parents, children = runs_of(f"sqlite:///{out / 'mlflow.db'}", "autopeft")
     assert len(parents) == 1 and len(children) == 2
     assert parents[0].info.status == "FINISHED"
-    assert {c.data.tags["autopeft.status"] for c in children} == {"completed"}, \
+    assert [c.data.tags["autopeft.status"] for c in children] == ["completed"] * 2, \
         [c.data.tags.get("autopeft.failure") for c in children]
-    # One CPU per trial, one per node, two trials at once: one trial on each node.
+    # One CPU per trial, one per node, two trials at once: one trial on each node; the worker
+    # node's trial trained on data from a file that node cannot see (where it was hidden).
     assert sorted(c.data.tags["autopeft.node"] for c in children) == [HEAD_IP, WORKER_IP]
-    # The front's adapters came back from the trials' checkpoints (via the shared disk here).
-    artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
-    assert "adapters" in artifacts
+    # The front's adapters came back from the trials' checkpoints (through the shared disk).
+    assert "adapters" in {a.path for a in client.list_artifacts(parents[0].info.run_id)}
+
+
+def test_a_model_folder_that_a_node_cannot_see_is_named(cluster, tiny_model_dir, tmp_path) -> None:
+    if cluster.hidden is None:
+        pytest.skip("cannot hide a folder from one node here (a mount namespace needs root and unshare)")
+    model = cluster.hidden / "model"
+    shutil.copytree(tiny_model_dir, model)
+    assert not cluster.worker_sees(model)
+    proc = _search(cluster, model, write_sentiment_csv(tmp_path / "reviews.csv"), tmp_path / "runs")
+    assert proc.returncode == 2, proc.stderr[-4000:]
+    assert WORKER_IP in proc.stderr and str(model) in proc.stderr, proc.stderr[-4000:]

@@ -73,7 +73,14 @@ def _trial_runs(client: MlflowClient, experiment: str) -> tuple[object, list]:
 
 
 def _ray_descendants(pid: int) -> list[psutil.Process]:
-    return [p for p in psutil.Process(pid).children(recursive=True) if "ray" in " ".join(p.cmdline()[:2])]
+    found = []
+    for process in psutil.Process(pid).children(recursive=True):
+        try:
+            if "ray" in " ".join(process.cmdline()[:2]):
+                found.append(process)
+        except psutil.Error:  # ended (or a zombie) since it was listed
+            pass
+    return found
 
 
 @pytest.mark.slow
