@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import pickle
 import tempfile
@@ -35,6 +36,8 @@ from autopeft.reaper import reap_descendants
 from autopeft.schedulers import make_scheduler
 from autopeft.space import Config
 from autopeft.trial import OBJECTIVE_PREFIX, SearchSetup, run_trial
+
+_log = logging.getLogger(__name__)
 
 STATUS = "autopeft_status"
 #: the result key holding the strategy's report, as JSON (Tune flattens nested results)
@@ -310,17 +313,11 @@ def ray_session(address: str | None = None) -> Iterator[float]:
     # A driver killed outright (SIGKILL) never reaches ray.shutdown: the watchdog ends the Ray
     # processes it leaves.
     with reap_descendants():
-        # "local": without it Ray joins whatever cluster `ray start` left on this machine.
-        ray.init(address=address or "local", include_dashboard=False, log_to_driver=False,
-                 configure_logging=False, logging_level="ERROR")
+        _init_ray(address)
         try:
             yield time.perf_counter() - started
         finally:
             ray.shutdown()
-
-
-def _missing(paths: list[str]) -> list[str]:
-    return [p for p in paths if not os.path.exists(p)]
 
 
 def check_cluster_paths(paths: dict[str, str]) -> None:
@@ -329,7 +326,12 @@ def check_cluster_paths(paths: dict[str, str]) -> None:
     run. A ClusterError names the first node and path that is not there."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    probe = ray.remote(num_cpus=0, max_retries=0)(_missing)
+    def missing(paths: list[str]) -> list[str]:
+        # Defined here, so Ray ships it by value: a function of this module would have each
+        # node import torch and Ray Tune before answering (37 s against 3 s, measured).
+        return [p for p in paths if not os.path.exists(p)]
+
+    probe = ray.remote(num_cpus=0, max_retries=0)(missing)
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     answers = ray.get([probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
                        .remote(list(paths.values())) for n in nodes])
@@ -338,6 +340,35 @@ def check_cluster_paths(paths: dict[str, str]) -> None:
             what = next(k for k, v in paths.items() if v == missing[0])
             raise ClusterError(f"Ray node {node['NodeManagerAddress']} cannot see the {what} at {missing[0]}: "
                                "on a cluster, mount it at the same path on every node (a shared filesystem)")
+
+
+def _init_ray(address: str | None) -> None:
+    """Join the cluster at ``address``, or start a local Ray that listens on 127.0.0.1 only."""
+    options = dict(include_dashboard=False, log_to_driver=False, configure_logging=False, logging_level="ERROR")
+    if address:
+        try:
+            ray.init(address=address, **options)
+        except ConnectionError as err:
+            raise ClusterError(f"cannot join the Ray cluster at {address}: {str(err).splitlines()[0]} (a cluster "
+                               "with token authentication needs RAY_AUTH_MODE=token and its RAY_AUTH_TOKEN or "
+                               "~/.ray/auth_token here)", key="ray_address") from None
+        return
+    # Ray replaces a node address of 127.0.0.1 with the machine's network address, and then
+    # its servers listen on every interface, unless it is built for one node (as on macOS and
+    # Windows): that switch is private, so it is set for this call alone and the result checked.
+    from ray._private import ray_constants
+
+    cluster = getattr(ray_constants, "ENABLE_RAY_CLUSTER", None)
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        # "local": without it Ray joins whatever cluster `ray start` left on this machine.
+        ray.init(address="local", _node_ip_address="127.0.0.1", **options)
+    finally:
+        if cluster is not None:
+            ray_constants.ENABLE_RAY_CLUSTER = cluster
+    if ray.util.get_node_ip_address() != "127.0.0.1":
+        _log.warning("the local Ray listens on %s, not on 127.0.0.1 alone (this Ray version ignores the switch)",
+                     ray.util.get_node_ip_address())
 
 
 def _threaded(function: Callable[..., Any], threads: int, *args: Any) -> Any:

@@ -105,3 +105,25 @@ def test_the_time_budget_ends_the_search_and_marks_what_it_cut(tiny_model_dir, s
     assert parents[0].info.status == "FINISHED" and len(children) == 1
     assert children[0].info.status == "FAILED" and children[0].data.tags["autopeft.status"] == "interrupted"
     assert "time budget (20 s)" in children[0].data.tags["autopeft.failure"]
+
+
+def test_the_local_ray_listens_on_loopback_only() -> None:
+    import os
+
+    import psutil
+
+    from autopeft.reaper import TOKEN
+
+    with ray_session():
+        token = os.environ[TOKEN]
+        ray_pids = set()
+        for process in psutil.process_iter():
+            try:
+                if process.environ().get(TOKEN) == token:
+                    ray_pids.add(process.pid)
+            except psutil.Error:
+                pass
+        listening = [c for c in psutil.net_connections("inet") if c.status == psutil.CONN_LISTEN and c.pid in ray_pids]
+        assert ray.util.get_node_ip_address() == "127.0.0.1"
+    assert listening and {c.laddr.ip for c in listening} <= {"127.0.0.1", "::ffff:127.0.0.1"}, \
+        sorted({(c.laddr.ip, c.laddr.port) for c in listening})
