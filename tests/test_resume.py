@@ -145,3 +145,29 @@ output_dir: {tmp_path / 'runs'}
     completed_before = [r.info.run_id for r in before if r.data.tags[STATUS] == "completed"]
     assert all(ATTEMPTS not in r.data.tags for r in after if r.info.run_id in completed_before)
     assert [r.data.metrics["accuracy"] for r in after] == pytest.approx([r.data.metrics["accuracy"] for r in whole])
+
+
+@pytest.mark.parametrize("name", ["mobo", "tpe", "nsga2", "random"])
+def test_an_optimizer_from_a_journal_proposes_what_it_would_have(name, tmp_path, one_torch_thread) -> None:
+    """The journal pickles the optimizer whole: restored mid-search (one proposal open), it
+    goes on with the proposals of an uninterrupted run (random stream and model included)."""
+    from autopeft.optimizers import make_optimizer
+    from autopeft.space import load_space
+
+    from test_optimizers import objective
+
+    space = load_space("lora").bind(4)
+
+    def run(steps: int, break_at: int | None = None) -> list[dict]:
+        optimizer = make_optimizer(name, space, ["maximize", "minimize"], seed=5, n_initial=3)
+        asked = []
+        for step in range(steps):
+            config = optimizer.ask()
+            asked.append(config)
+            if step == break_at:  # killed with this proposal open: restored from the journal
+                Journal(tmp_path / f"{name}.pkl", optimizer).save()
+                optimizer = Journal.load(tmp_path / f"{name}.pkl").optimizer
+            optimizer.tell(config, objective(config))
+        return asked
+
+    assert run(6, break_at=3) == run(6)
