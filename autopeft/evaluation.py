@@ -192,7 +192,9 @@ def retrain(setup: Any, config: dict[str, Any]) -> dict[str, Any]:
         result = run_trial(setup, config, save_to=Path(tmp) / "adapter")
         cost = {k: v for k, v in result.cost.items() if k in COSTS}
         test = score_adapter(setup, Path(tmp) / "adapter", setup.data.test, config, cost)
-    return {"dev": dict(result.objectives), "cost": cost, "test": test, "node": ray.util.get_node_ip_address()}
+    # Run in the driver's process (no Ray): this machine, named as autopeft's local Ray names it.
+    node = ray.util.get_node_ip_address() if ray.is_initialized() else "127.0.0.1"
+    return {"dev": dict(result.objectives), "cost": cost, "test": test, "node": node}
 
 
 def _mark_front(results: list[MemberEvaluation], objectives: list[ObjectiveInfo]) -> None:

@@ -63,7 +63,7 @@ def reap_descendants() -> Iterator[None]:
             watchdog.kill()
 
 
-def _ray_descendants(pid: int) -> dict[int, psutil.Process]:
+def ray_descendants(pid: int) -> dict[int, psutil.Process]:
     """``pid``'s descendants that are Ray's (its binaries, scripts and ``ray::`` workers)."""
     found = {}
     try:
@@ -95,7 +95,7 @@ def watch(driver: int, token: str) -> None:
     """Keep a list of ``driver``'s Ray descendants until standard input closes, then end
     them, and every process that carries ``token``."""
     # Ray processes the driver had before it asked for this one are not this block's.
-    before = set(_ray_descendants(driver))
+    before = set(ray_descendants(driver))
     sys.stdout.write("+")
     sys.stdout.close()
     known: dict[int, psutil.Process] = {}
@@ -105,8 +105,8 @@ def watch(driver: int, token: str) -> None:
             break  # EOF: the driver is gone, or left the block
         # Orphans are reparented to init: keep every process seen, psutil's handle remembers
         # its start time, so a reused pid is never mistaken for it.
-        known.update({pid: p for pid, p in _ray_descendants(driver).items() if pid not in before})
-    known.update({pid: p for pid, p in _ray_descendants(driver).items() if pid not in before})
+        known.update({pid: p for pid, p in ray_descendants(driver).items() if pid not in before})
+    known.update({pid: p for pid, p in ray_descendants(driver).items() if pid not in before})
     known.update(_carrying(token))
     alive = [p for p in known.values() if p.is_running()]
     for process in alive:

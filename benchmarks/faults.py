@@ -35,6 +35,7 @@ from mlflow.tracking import MlflowClient
 from transformers import BertConfig, BertForSequenceClassification
 
 from autopeft.failpoints import ENV, KINDS
+from autopeft.reaper import ray_descendants
 from autopeft.tasks import demo_model_path
 from autopeft.tracking import FAILURE, PARENT, ROLE, STATUS, TRIAL_NUMBER
 
@@ -69,21 +70,6 @@ def trials_of(client: MlflowClient, experiment: str) -> tuple[object, list]:
     parent = next(r for r in runs if r.data.tags.get(ROLE) == "search")
     trials = [r for r in runs if r.data.tags.get(PARENT) == parent.info.run_id and r.data.tags.get(ROLE) == "trial"]
     return parent, sorted(trials, key=lambda r: int(r.data.tags[TRIAL_NUMBER]))
-
-
-def ray_descendants(pid: int) -> list[psutil.Process]:
-    found = []
-    try:
-        children = psutil.Process(pid).children(recursive=True)
-    except psutil.Error:
-        return []
-    for process in children:
-        try:
-            if "ray" in " ".join(process.cmdline()[:2]):
-                found.append(process)
-        except psutil.Error:  # ended (or a zombie) since it was listed
-            pass
-    return found
 
 
 def main() -> None:
@@ -122,7 +108,7 @@ def main() -> None:
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     seen: list[psutil.Process] = []
     while time.monotonic() - started - through_seconds < kill_at and driver.poll() is None:
-        seen += [p for p in ray_descendants(driver.pid) if p not in seen]
+        seen += [p for p in ray_descendants(driver.pid).values() if p not in seen]
         time.sleep(0.2)
     os.kill(driver.pid, signal.SIGKILL)
     driver.wait()

@@ -16,6 +16,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from autopeft.journal import Journal
+from autopeft.reaper import ray_descendants
 from autopeft.records import TrialRecord
 from autopeft.runner import OptimizerSearcher
 from autopeft.tracking import ATTEMPTS, PARENT, RESUMES, ROLE, STATUS, TRIAL_NUMBER
@@ -72,17 +73,6 @@ def _trial_runs(client: MlflowClient, experiment: str) -> tuple[object, list]:
     return parent, sorted(trials, key=lambda r: int(r.data.tags[TRIAL_NUMBER]))
 
 
-def _ray_descendants(pid: int) -> list[psutil.Process]:
-    found = []
-    for process in psutil.Process(pid).children(recursive=True):
-        try:
-            if "ray" in " ".join(process.cmdline()[:2]):
-                found.append(process)
-        except psutil.Error:  # ended (or a zombie) since it was listed
-            pass
-    return found
-
-
 @pytest.mark.slow
 def test_a_search_killed_mid_way_resumes_as_if_nothing_happened(tiny_model_dir, tmp_path) -> None:
     data = write_sentiment_csv(tmp_path / "reviews.csv", rows=400)
@@ -112,7 +102,7 @@ output_dir: {tmp_path / 'runs'}
     ray_processes: list[psutil.Process] = []
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and driver.poll() is None:
-        ray_processes += [p for p in _ray_descendants(driver.pid) if p not in ray_processes]
+        ray_processes += [p for p in ray_descendants(driver.pid).values() if p not in ray_processes]
         exp = client.get_experiment_by_name("killed")
         done = exp and client.search_runs([exp.experiment_id], f"tags.`{STATUS}` = 'completed'")
         if done and len(done) >= 2:
