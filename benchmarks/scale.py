@@ -3,7 +3,7 @@ to hundreds of trials, does ``autopeft front`` answer quickly on such a search, 
 searches share one MLflow tracking server?
 
     .venv/bin/python benchmarks/scale.py
-        # the full run (~30 min on the 2-core machine): 300 trials of random and of tpe,
+        # the full run (~21 min on the 2-core machine): 300 trials of random and of tpe,
         # `autopeft front` timed on the 300-trial search, then 3 searches of 20 trials at once
         # on one `mlflow server` (after one such search alone, for comparison)
     .venv/bin/python benchmarks/scale.py --trials 30 --optimizers random --parallel-trials 5
@@ -27,9 +27,11 @@ so the driver's own work (suggest, dispatch, logging) is a large share of each t
      and result plumbing, process wake-ups);
    - ``SearchResult.timings`` totals divided by the trials.
    Windows: cycles 1-10, 91-100 and the last ten; mean / median / p90 in ms; and the
-   Theil-Sen slope over every cycle (ms per 100 trials). The journal (parent run tag
-   ``autopeft.journal``, rewritten at every ask, start and end) is read back: its size and the
-   time of one ``pickle.dumps`` of it.
+   Theil-Sen slope over every cycle (ms per 100 trials); the load average at each cycle; and
+   the driver thread's CPU time per component, which the shared machine's load inflates far less
+   than wall time. The journal (parent run tag ``autopeft.journal``, rewritten at every ask,
+   start and end) is read back: its size and the time of one ``pickle.dumps`` of it, and of one
+   ``save()`` of the live journal.
 2. ``python -m autopeft.cli front --output-dir DIR --experiment scale-<first optimizer>`` on the
    big search, 3 times, and ``python -m autopeft.cli --help`` 3 times (Python startup and the
    CLI's import); then, 3 times in a fresh interpreter, the same command split into importing
@@ -192,14 +194,19 @@ class Profiler:
     def __init__(self) -> None:
         self.cycle = 0
         self.cycle_starts: list[float] = []  # perf_counter at each on_start
-        self.charges: dict[int, dict[str, float]] = {}
+        self.cycle_loads: list[float] = []  # the 1-minute load average then
+        self.charges: dict[int, dict[str, float]] = {}  # wall seconds
+        self.cpu: dict[int, dict[str, float]] = {}  # the driver thread's CPU seconds
         self.calls: dict[int, dict[str, int]] = {}
-        self._stack: list[float] = []
+        self.journal: Any = None  # the live Journal, as last saved
+        self._stack: list[list[float]] = []
         self._patched: list[tuple[Any, str, Any]] = []
 
-    def _charge(self, label: str, seconds: float) -> None:
+    def _charge(self, label: str, seconds: float, cpu: float) -> None:
         bucket = self.charges.setdefault(self.cycle, {})
         bucket[label] = bucket.get(label, 0.0) + seconds
+        bucket = self.cpu.setdefault(self.cycle, {})
+        bucket[label] = bucket.get(label, 0.0) + cpu
         calls = self.calls.setdefault(self.cycle, {})
         calls[label] = calls.get(label, 0) + 1
 
@@ -211,16 +218,17 @@ class Profiler:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             if before is not None:
                 before()
-            profiler._stack.append(0.0)
-            started = time.perf_counter()
+            profiler._stack.append([0.0, 0.0])
+            started, cpu_started = time.perf_counter(), time.thread_time()
             try:
                 return original(*args, **kwargs)
             finally:
-                took = time.perf_counter() - started
-                inner = profiler._stack.pop()
+                took, cpu = time.perf_counter() - started, time.thread_time() - cpu_started
+                inner, inner_cpu = profiler._stack.pop()
                 if profiler._stack:
-                    profiler._stack[-1] += took
-                profiler._charge(label, took - inner)
+                    profiler._stack[-1][0] += took
+                    profiler._stack[-1][1] += cpu
+                profiler._charge(label, took - inner, cpu - inner_cpu)
 
         setattr(owner, attr, wrapper)
         self._patched.append((owner, attr, original))
@@ -228,6 +236,7 @@ class Profiler:
     def _next_cycle(self) -> None:
         self.cycle += 1
         self.cycle_starts.append(time.perf_counter())
+        self.cycle_loads.append(os.getloadavg()[0])
 
     def install(self) -> None:
         from ray.tune.execution.tune_controller import TuneController
@@ -243,6 +252,14 @@ class Profiler:
         self.wrap(runner.OptimizerSearcher, "on_trial_complete", "optimizer tell")
         self.wrap(runner.OptimizerSearcher, "save", "Tune searcher checkpoint")
         self.wrap(journal.Journal, "save", "journal write")
+        wrapped_save = journal.Journal.__dict__["save"]  # keep the live journal as well
+
+        def save(this: Any) -> None:
+            self.journal = this
+            wrapped_save(this)
+
+        journal.Journal.save = save
+        self._patched.append((journal.Journal, "save", wrapped_save))
         for name in ("start_trial", "finish_trial", "log_epoch", "log_hypervolume"):
             self.wrap(tracking.SearchTracker, name, f"MLflow {name}")
         self.wrap(TuneController, "checkpoint", "Tune experiment checkpoint")
@@ -322,12 +339,14 @@ def big_search(optimizer: str, trials: int, model: Path, data: Path, out: Path, 
     rows = []
     for k in range(1, cycles + 1):
         i = k - 1
-        charges = profiler.charges.get(k, {})
+        charges, cpu = profiler.charges.get(k, {}), profiler.cpu.get(k, {})
         cycle = profiler.cycle_starts[k] - profiler.cycle_starts[k - 1]
         driver = sum(charges.values())
-        rows.append({"cycle": k, "mlflow_gap": start[i + 1] - end[i], "mlflow_duration": end[i] - start[i],
+        rows.append({"cycle": k, "load": profiler.cycle_loads[k - 1], "mlflow_gap": start[i + 1] - end[i],
+                     "mlflow_duration": end[i] - start[i],
                      "cycle_seconds": cycle, "worker": worker[i], "driver": driver,
                      "rest": cycle - worker[i] - driver, **{c: charges.get(c, 0.0) for c in COMPONENTS},
+                     "driver cpu": sum(cpu.values()), **{f"{c} cpu": cpu.get(c, 0.0) for c in COMPONENTS},
                      "journal_writes": profiler.calls.get(k, {}).get("journal write", 0)})
     with (results / f"cycles_{optimizer}.csv").open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
@@ -355,8 +374,18 @@ def big_search(optimizer: str, trials: int, model: Path, data: Path, out: Path, 
     for label, key in show:
         say(f"{label:<46}" + "".join(f"{cell(pick(key, w)):>24}" for w in windows)
             + f"{slope_per_100([row[key] for row in rows]):>21.1f}")
+    say(f"{'1-minute load average at the cycles (mean)':<46}"
+        + "".join(f"{statistics.fmean(pick('load', w)):>24.2f}" for w in windows))
     say(f"(journal writes per cycle: {statistics.fmean(row['journal_writes'] for row in rows):.1f}; "
-        f"the last window is cycles {last[0]}-{last[1]}: the last trial has no next start)")
+        f"the last window is cycles {last[0]}-{last[1]}: the last trial has no next start; driver work "
+        f"that overlaps the worker's (Tune's checkpoint, epoch logging) makes 'rest' negative at times)")
+    say(f"\n{'driver CPU ms per trial (its thread): mean':<46}"
+        + "".join(f"{f'cycles {a}-{b}':>24}" for a, b in windows) + f"{'slope ms/100 trials':>21}")
+    for label, key in [("  driver, autopeft code (profiled)", "driver cpu"),
+                       *[(f"    {c}", f"{c} cpu") for c in COMPONENTS]]:
+        say(f"{label:<46}" + "".join(f"{statistics.fmean(pick(key, w)) * 1000:>24.1f}" for w in windows)
+            + f"{slope_per_100([row[key] for row in rows]):>21.1f}")
+    say("(CPU time is what the machine's load does not inflate: a growth here is work that grows)")
 
     t = result.timings
     say("\nSearchResult.timings / trials: " + ", ".join(
@@ -376,6 +405,19 @@ def big_search(optimizer: str, trials: int, model: Path, data: Path, out: Path, 
     say(f"journal {journal.name}: {size / 1024:.0f} KB after {trials} trials, pickle.dumps "
         f"{statistics.median(dumps) * 1000:.1f} ms (median of 5; {len(blob) / 1024:.0f} KB); by part: "
         + ", ".join(f"{k} {v / 1024:.0f} KB" for k, v in parts.items()))
+    live = profiler.journal
+    if live is not None:
+        saves, live_dumps = [], []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            live.save()  # the finished search's journal, written again as it is
+            saves.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            pickle.dumps({k: v for k, v in live.__dict__.items() if k != "path"}, protocol=pickle.HIGHEST_PROTOCOL)
+            live_dumps.append(time.perf_counter() - t0)
+        say(f"the live journal (in the driver, after the search): save() {statistics.median(saves) * 1000:.1f} ms, "
+            f"pickle.dumps {statistics.median(live_dumps) * 1000:.1f} ms (medians of 5; "
+            f"{load_line('these').strip('[]')})")
     first = pick("journal write", windows[0])
     lastw = pick("journal write", windows[-1])
     say(f"journal writes per cycle (all of them): {statistics.fmean(first) * 1000:.1f} ms in cycles "
