@@ -9,6 +9,7 @@ import json
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -220,6 +221,7 @@ class _Monitor:
         self.records: dict[str, TrialRecord] = {r.trial_id: r for r in journal.finished()}
         self.tracking = Stopwatch()
         self.hypervolume = journal.hypervolume = journal.hypervolume or HypervolumeLog(objectives, reference)
+        self._front_size: int | None = None
 
     def on_start(self, trial_id: str, config: Config, number: int | None = None) -> None:
         number = number or len(self.records) + 1
@@ -236,7 +238,7 @@ class _Monitor:
             with self.tracking:
                 self.tracker.start_trial(record)
         self.records[trial_id] = self.journal.records[number] = record
-        self.journal.save()
+        self.journal.save_record(record)
         self._show()
 
     def on_epoch(self, trial_id: str, point: dict[str, float]) -> None:
@@ -276,20 +278,22 @@ class _Monitor:
 
     def _finished(self, record: TrialRecord) -> None:
         hv = self.hypervolume.add(list(self.records.values()))
-        self.journal.save()  # before the store: --resume brings the store in line with it
+        self.journal.save(record)  # before the store: --resume brings the store in line with it
         with self.tracking:
             self.tracker.finish_trial(record)
             self.tracker.log_hypervolume(hv, len(self.hypervolume.curve))
-        self._show()
+        self._show(ended=True)
 
-    def _show(self) -> None:
+    def _show(self, ended: bool = False) -> None:
+        if not self.progress.enabled:
+            return  # the front over every record at every event grows with the search
         records = list(self.records.values())
-        done = sum(r.status == "completed" for r in records)
-        front = front_of(records, self.objectives)
+        if ended or self._front_size is None:  # the front changes only when a trial ends
+            self._front_size = len(front_of(records, self.objectives))
         hv = self.hypervolume.curve[-1] if self.hypervolume.curve else 0.0
-        self.progress.update(done, sum(r.status == "running" for r in records),
-                             sum(r.status == "failed" for r in records), len(front), hv,
-                             stopped=sum(r.status == "stopped" for r in records))
+        counts = Counter(r.status for r in records)
+        self.progress.update(counts["completed"], counts["running"], counts["failed"], self._front_size, hv,
+                             stopped=counts["stopped"])
 
 
 #: what a trial's curve point keeps: where in training it is, and the training loss
@@ -370,11 +374,11 @@ def run_search(config: SearchConfig, *, progress: bool = True, resume: str | boo
             result = _finish(config, setup, tracker, monitor, objectives, run_id, started, timings)
         except BaseException as err:
             line.close()
-            for record in monitor.records.values():
-                if record.status == "running":
-                    record.status, record.error = "interrupted", "the search ended before the trial finished"
-                    tracker.finish_trial(record)
-            journal.save()  # the interrupted trials run again on --resume
+            cut = [r for r in monitor.records.values() if r.status == "running"]
+            for record in cut:
+                record.status, record.error = "interrupted", "the search ended before the trial finished"
+                tracker.finish_trial(record)
+            journal.save(*cut)  # the interrupted trials run again on --resume
             tracker.fail_search(f"{type(err).__name__}: {err}")
             raise
         if config.final_seeds and result.front:

@@ -1,7 +1,10 @@
 """Pareto fronts and hypervolumes with mixed directions, on top of BoTorch's own math.
 
 BoTorch maximises everything; these helpers flip minimised objectives so that callers can
-speak in the user's directions.
+speak in the user's directions. torch and BoTorch are imported where they are used: the
+commands that read a stored search (``autopeft front``, ``trials``) need only the front mask,
+and importing BoTorch (with torch and, where installed, JAX) took 9 of their 14 s on a
+300-trial search (benchmarks/scale.py).
 """
 
 from __future__ import annotations
@@ -9,9 +12,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import torch
-from botorch.utils.multi_objective.hypervolume import Hypervolume, infer_reference_point
-from botorch.utils.multi_objective.pareto import is_non_dominated
 
 Direction = str  # "maximize" | "minimize"
 
@@ -27,8 +27,16 @@ def pareto_mask(values: np.ndarray, directions: Sequence[Direction]) -> np.ndarr
     values = np.asarray(values, dtype=np.float64).reshape(-1, len(directions))
     if len(values) == 0:
         return np.zeros(0, dtype=bool)
-    y = torch.from_numpy(to_maximization(values, directions))
-    return is_non_dominated(y, deduplicate=False).numpy()
+    # By hand, in numpy: BoTorch's is_non_dominated is the same test, but importing it costs
+    # seconds (see the module's docstring). Row i is dominated if some row is >= everywhere
+    # and > somewhere; O(n^2 m) memory-light in chunks of rows.
+    y = to_maximization(values, directions)
+    mask = np.ones(len(y), dtype=bool)
+    for start in range(0, len(y), 256):
+        block = y[start:start + 256, None, :]
+        dominated = ((y[None, :, :] >= block).all(-1) & (y[None, :, :] > block).any(-1)).any(-1)
+        mask[start:start + 256] = ~dominated
+    return mask
 
 
 def infer_reference(values: np.ndarray, directions: Sequence[Direction],
@@ -39,6 +47,9 @@ def infer_reference(values: np.ndarray, directions: Sequence[Direction],
     All observations rather than the front alone: the reference then only moves outwards as
     trials arrive, so the hypervolume reported during a search never goes down."""
     values = np.asarray(values, dtype=np.float64).reshape(-1, len(directions))
+    import torch
+    from botorch.utils.multi_objective.hypervolume import infer_reference_point
+
     values = values[~np.isnan(values).any(axis=1)]
     y = torch.from_numpy(to_maximization(values, directions))
     inferred = infer_reference_point(y).numpy() if len(y) else np.zeros(len(directions))
@@ -53,6 +64,10 @@ def hypervolume(values: np.ndarray, directions: Sequence[Direction], reference: 
     values = np.asarray(values, dtype=np.float64).reshape(-1, len(directions))
     if len(values) == 0:
         return 0.0
+    import torch
+    from botorch.utils.multi_objective.hypervolume import Hypervolume
+    from botorch.utils.multi_objective.pareto import is_non_dominated
+
     y = torch.from_numpy(to_maximization(values, directions))
     ref = torch.from_numpy(to_maximization(np.asarray(reference)[None, :], directions)[0])
     better = (y > ref).all(dim=-1)

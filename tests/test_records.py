@@ -59,3 +59,19 @@ def test_hypervolume_with_a_given_reference_uses_it_throughout():
     log.add([record(1, 0.6, 0.5)])
     assert list(log.reference) == [0.5, 1.0] and math.isclose(log.curve[0], 0.1 * 0.5)
     assert "accuracy given" in log.rule
+
+
+def test_the_front_mask_agrees_with_botorchs() -> None:
+    import numpy as np
+    import torch
+    from botorch.utils.multi_objective.pareto import is_non_dominated
+
+    from autopeft.pareto import pareto_mask
+
+    rng = np.random.default_rng(0)
+    for values in (rng.random((300, 2)), rng.integers(0, 3, (200, 3)).astype(float), rng.random((1, 2))):
+        values[::7] = values[0]  # ties are all kept
+        directions = ["maximize", "minimize", "maximize"][:values.shape[1]]
+        signs = np.array([1.0 if d == "maximize" else -1.0 for d in directions])
+        expected = is_non_dominated(torch.from_numpy(values * signs), deduplicate=False).numpy()
+        assert (pareto_mask(values, directions) == expected).all()

@@ -48,7 +48,7 @@ def test_a_resumed_searcher_reruns_what_was_interrupted_first_and_tells_each_tri
     searcher.on_trial_complete("a", {"autopeft_status": "completed", "objective/accuracy": 0.5})
     journal.records[1] = TrialRecord(1, "a", {"x": 1}, status="completed")
     journal.records[2] = TrialRecord(2, "b", {"x": 2})  # running when the driver died
-    journal.save()  # trial 3 was proposed and never started
+    journal.save(*journal.records.values())  # trial 3 was proposed and never started
 
     resumed = Journal.load(tmp_path / "journal.pkl")
     assert resumed.to_rerun() == [(2, {"x": 2}), (3, {"x": 3})] and resumed.optimizer.told == [1]
