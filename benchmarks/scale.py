@@ -252,11 +252,12 @@ class Profiler:
         self.wrap(runner.OptimizerSearcher, "on_trial_complete", "optimizer tell")
         self.wrap(runner.OptimizerSearcher, "save", "Tune searcher checkpoint")
         self.wrap(journal.Journal, "save", "journal write")
+        self.wrap(journal.Journal, "save_record", "journal write")
         wrapped_save = journal.Journal.__dict__["save"]  # keep the live journal as well
 
-        def save(this: Any) -> None:
+        def save(this: Any, *records: Any) -> None:
             self.journal = this
-            wrapped_save(this)
+            wrapped_save(this, *records)
 
         journal.Journal.save = save
         self._patched.append((journal.Journal, "save", wrapped_save))
@@ -413,7 +414,8 @@ def big_search(optimizer: str, trials: int, model: Path, data: Path, out: Path, 
             live.save()  # the finished search's journal, written again as it is
             saves.append(time.perf_counter() - t0)
             t0 = time.perf_counter()
-            pickle.dumps({k: v for k, v in live.__dict__.items() if k != "path"}, protocol=pickle.HIGHEST_PROTOCOL)
+            pickle.dumps({k: v for k, v in live.__dict__.items() if k not in ("path", "records")},
+                         protocol=pickle.HIGHEST_PROTOCOL)
             live_dumps.append(time.perf_counter() - t0)
         say(f"the live journal (in the driver, after the search): save() {statistics.median(saves) * 1000:.1f} ms, "
             f"pickle.dumps {statistics.median(live_dumps) * 1000:.1f} ms (medians of 5; "
