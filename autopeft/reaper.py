@@ -72,19 +72,25 @@ def ray_descendants(pid: int) -> dict[int, psutil.Process]:
         return {}
     for child in children:
         try:
-            if "ray" in " ".join(child.cmdline()[:2]).lower():
+            if _is_ray(child):
                 found[child.pid] = child
         except psutil.Error:
             pass
     return found
 
 
+def _is_ray(process: psutil.Process) -> bool:
+    return "ray" in " ".join(process.cmdline()[:2]).lower()
+
+
 def _carrying(token: str) -> dict[int, psutil.Process]:
-    """The processes whose environment holds ``token`` (those this user may read)."""
+    """Ray's processes whose environment holds ``token`` (of those this user may read). Ray's
+    alone: another thread of the driver may have started a process of its own meanwhile (a
+    test's MLflow server was), which inherited the token and is none of this block's."""
     found = {}
     for process in psutil.process_iter():
         try:
-            if process.pid != os.getpid() and process.environ().get(TOKEN) == token:
+            if process.pid != os.getpid() and process.environ().get(TOKEN) == token and _is_ray(process):
                 found[process.pid] = process
         except psutil.Error:
             pass
