@@ -22,7 +22,7 @@ from autopeft.adapters import AdapterBuilder, get_adapter
 from autopeft.config import SECTIONS, SearchConfig, config_record
 from autopeft.costs import COSTS
 from autopeft.errors import ConfigError, ModelError
-from autopeft.journal import Journal
+from autopeft.journal import Journal, journal_path
 from autopeft.inputs import RESULT_METRICS, check_inputs, check_model_reference, outcome_constraints
 from autopeft.models import ModelLayout, model_layout
 from autopeft.objectives import Objective
@@ -30,7 +30,7 @@ from autopeft.optimizers import Optimizer, make_optimizer
 from autopeft.optimizers.outcomes import OutcomeConstraint
 from autopeft.progress import ProgressLine
 from autopeft.records import HypervolumeLog, ObjectiveInfo, TrialRecord, front_of, front_table, meets
-from autopeft.resume import driver_identity, journal_path, resume_search
+from autopeft.resume import driver_identity, resume_search
 from autopeft.report import front_markdown, format_front, plot_front_html, plot_front_png, plot_hypervolume_png
 from autopeft.runner import NODE_IP, OBJECTIVE_PREFIX, STRATEGY_REPORT, ray_session, run_trials
 from autopeft.measure import Stopwatch

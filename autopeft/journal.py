@@ -30,6 +30,13 @@ JOURNAL_FILE = "journal.pkl"
 RECORDS = "records"  # the folder beside it with a file per trial
 
 
+def journal_path(out_dir: Path, name: str) -> Path:
+    """Where search ``name`` keeps its journal: beside its Ray Tune experiments."""
+    path = out_dir / "ray" / name / JOURNAL_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def _write(path: Path, value: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".tmp")
@@ -58,7 +65,7 @@ class Journal:
         """Write ``records``, then the optimizer's side; each file whole or not at all (a
         crash mid-write leaves the previous one)."""
         for record in records:
-            _write(self.path.parent / RECORDS / f"{record.number:06d}.pkl", record)
+            self.save_record(record)
         _write(self.path, {k: v for k, v in self.__dict__.items() if k not in ("path", "records")})
 
     def save_record(self, record: TrialRecord) -> None:

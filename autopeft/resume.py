@@ -10,7 +10,6 @@ command that reads the search (``autopeft front``, ``trials``, ``evaluate``).
 from __future__ import annotations
 
 import json
-import os
 import socket
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from mlflow.tracking import MlflowClient
 
 from autopeft.config import SearchConfig, config_record
 from autopeft.errors import AutopeftError
-from autopeft.journal import JOURNAL_FILE, Journal
+from autopeft.journal import Journal
 from autopeft.tracking import (DRIVER, FAILURE, JOURNAL, RESUMES, STATUS, TRIAL_NUMBER, SearchTracker, StoredSearch,
                                load_search)
 
@@ -133,11 +132,3 @@ def _check_same_settings(client: MlflowClient, stored: StoredSearch, config: Sea
 
 def _plain(data: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(data, default=str))
-
-
-def journal_path(out_dir: Path, name: str) -> Path:
-    """Where search ``name`` keeps its journal: beside its Ray Tune experiments."""
-    path = out_dir / "ray" / name / JOURNAL_FILE
-    os.makedirs(path.parent, exist_ok=True)
-    return path
-

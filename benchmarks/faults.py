@@ -37,7 +37,7 @@ from transformers import BertConfig, BertForSequenceClassification
 from autopeft.failpoints import ENV, KINDS
 from autopeft.reaper import ray_descendants
 from autopeft.tasks import demo_model_path
-from autopeft.tracking import FAILURE, PARENT, ROLE, STATUS, TRIAL_NUMBER
+from autopeft.tracking import FAILURE, STATUS, TRIAL_NUMBER, load_search
 
 TIMEOUT = 60  # s: the trial timeout, which the hanging trials run into (normal trials take a few)
 
@@ -65,11 +65,8 @@ def table(path: Path, rows: int = 400) -> Path:
 
 
 def trials_of(client: MlflowClient, experiment: str) -> tuple[object, list]:
-    exp = client.get_experiment_by_name(experiment)
-    runs = client.search_runs([exp.experiment_id], max_results=5000)
-    parent = next(r for r in runs if r.data.tags.get(ROLE) == "search")
-    trials = [r for r in runs if r.data.tags.get(PARENT) == parent.info.run_id and r.data.tags.get(ROLE) == "trial"]
-    return parent, sorted(trials, key=lambda r: int(r.data.tags[TRIAL_NUMBER]))
+    stored = load_search(client, experiment)  # its trials' runs, by trial number
+    return stored.parent, stored.runs
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ from autopeft.journal import Journal
 from autopeft.reaper import ray_descendants
 from autopeft.records import TrialRecord
 from autopeft.runner import OptimizerSearcher
-from autopeft.tracking import ATTEMPTS, PARENT, RESUMES, ROLE, STATUS, TRIAL_NUMBER
+from autopeft.tracking import ATTEMPTS, RESUMES, STATUS, TRIAL_NUMBER, load_search
 
 from conftest import write_sentiment_csv
 
@@ -66,11 +66,8 @@ def _cli(*args: str) -> list[str]:
 
 
 def _trial_runs(client: MlflowClient, experiment: str) -> tuple[object, list]:
-    exp = client.get_experiment_by_name(experiment)
-    runs = client.search_runs([exp.experiment_id], max_results=1000)
-    parent = next(r for r in runs if r.data.tags.get(ROLE) == "search")
-    trials = [r for r in runs if r.data.tags.get(PARENT) == parent.info.run_id and r.data.tags.get(ROLE) == "trial"]
-    return parent, sorted(trials, key=lambda r: int(r.data.tags[TRIAL_NUMBER]))
+    stored = load_search(client, experiment)  # its trials' runs, by trial number
+    return stored.parent, stored.runs
 
 
 @pytest.mark.slow
