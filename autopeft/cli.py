@@ -33,7 +33,7 @@ FORMATS = ("table", "json", "csv")
 def add_config_flags(parser: argparse.ArgumentParser, cls: type, prefix: str = "", defaults: bool = True) -> None:
     """One flag per field of ``cls`` (nested config classes as their own groups), with the
     field's help; the destination is the field's dotted path in :class:`SearchConfig`."""
-    titles = {"data": "data (your own; the task is then classification)",
+    titles = {"data": "data (your own; the task is then classification unless --task says otherwise)",
               "fidelity": "fidelity (how cheaply each trial trains)",
               "early_stopping": "early stopping (which trials stop before their end)",
               "limits": "limits (time, failures, resources per trial)"}
@@ -53,7 +53,9 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, prefix: str = "
                                 type=lambda text: text, help=meta["help"])
         elif kind.startswith("list"):
             parser.add_argument(flag, dest=prefix + f.name, action="append", metavar="NAME",
-                                help=f"{meta['help']} (default: {', '.join(default)})")
+                                help=meta["help"] + (f" (default: {', '.join(default)})" if default else ""))
+        elif kind.startswith("bool"):  # None unless given, so that a config file's value stands
+            parser.add_argument(flag, dest=prefix + f.name, action="store_const", const=True, help=meta["help"])
         else:
             parse = int if kind.startswith("int") else float if kind.startswith("float") else str
             parser.add_argument(flag, dest=prefix + f.name, type=parse,

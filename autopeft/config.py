@@ -5,10 +5,13 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from autopeft._yaml import LineDict, load_yaml
 from autopeft.errors import ConfigError
+
+if TYPE_CHECKING:
+    from autopeft.tasks.data import DataSource
 
 DEFAULT_DIR = Path("autopeft-runs")
 
@@ -83,7 +86,8 @@ class Limits:
 
 @dataclass
 class DataConfig:
-    """The user's data; giving any of it makes the search a classification on it."""
+    """The user's data; giving any of it makes the search a classification on it, unless the
+    task says otherwise (``causal_lm``: prompt and response columns)."""
 
     train_file: str | None = field(default=None, metadata=_help(
         "your data: CSV, TSV, JSON(L), Parquet or a `datasets` folder"))
@@ -92,6 +96,20 @@ class DataConfig:
     text_column: str | None = field(default=None, metadata=_help("column with the text (required with a train file)"))
     text_pair_column: str | None = field(default=None, metadata=_help("second text of a pair task"))
     label_column: str | None = field(default=None, metadata=_help("column with the label (required with a train file)"))
+    prompt_column: str | None = field(default=None, metadata=_help("causal_lm: column with the prompt"))
+    response_column: str | None = field(default=None, metadata=_help(
+        "causal_lm: column with the response (the loss is on its tokens only)"))
+    chat_template: bool | None = field(default=None, metadata=_help(
+        "causal_lm: format each prompt/response pair with the tokenizer's chat template"))
+
+    def source(self) -> DataSource:
+        """Where the data is and which column plays which role (``text_column`` -> ``text``)."""
+        from autopeft.tasks.data import DataSource
+
+        roles = {f.name.removesuffix("_column"): getattr(self, f.name) for f in dataclasses.fields(self)
+                 if f.name.endswith("_column")}
+        return DataSource(self.train_file, self.dev_file, self.test_file, roles,
+                          chat_template=bool(self.chat_template))
 
 
 @dataclass
@@ -102,14 +120,15 @@ class SearchConfig:
     model: str | None = field(default=None, metadata=_help(
         "local model folder or hub id (default: the demo model)"))
     task: str | None = field(default=None, metadata=_help(
-        "'demo' or a task type ('classification'); by default 'classification' when data is given, "
-        "else 'demo'"))
+        "'demo', 'demo-lm' or a task type ('classification', 'causal_lm'); by default "
+        "'classification' when data is given, else 'demo'"))
     data: DataConfig = field(default_factory=DataConfig)
     space: str = field(default="lora", metadata=_help(
         "search space: a preset (`autopeft spaces` lists them) or a YAML file"))
     fixed: dict[str, Any] = field(default_factory=dict, metadata=_help("parameters pinned to a value", cli=False))
-    objectives: list[str] = field(default_factory=lambda: ["accuracy", "trainable_percent"], metadata=_help(
-        "an objective's name (built-in or plugin) or FILE.py:FUNCTION; repeat for several", flag="objective"))
+    objectives: list[str] = field(default_factory=list, metadata=_help(
+        "an objective's name (built-in or plugin) or FILE.py:FUNCTION; repeat for several (default: "
+        "the task's: accuracy and trainable_percent for classification)", flag="objective"))
     reference_point: dict[str, float] = field(default_factory=dict, metadata=_help(
         "worst acceptable value per objective", cli=False))
     optimizer: str = field(default="mobo", metadata=_help(
@@ -145,10 +164,10 @@ class SearchConfig:
         given = [f"data.{k}" for k, v in dataclasses.asdict(self.data).items() if v is not None]
         if self.task is None:
             self.task = "classification" if given else "demo"
-        elif self.task == "demo" and given:
-            raise ConfigError(f"the demo uses its own data, but {given[0].replace('_', '-')} was given; "
-                              f"leave out --task demo (or set task: classification) to search on "
-                              f"your data", key="task")
+        elif self.task in ("demo", "demo-lm") and given:
+            raise ConfigError(f"the {self.task} task uses its own data, but {given[0].replace('_', '-')} was "
+                              f"given; leave out --task {self.task} (or set a task type such as "
+                              f"classification) to search on your data", key="task")
         for name in ("trials", "concurrency", "seed", "final_seeds"):
             value = getattr(self, name)
             least = 0 if name in ("seed", "final_seeds") else 1

@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from transformers import AutoTokenizer
 
 from autopeft.adapters import AdapterBuilder, get_adapter
 from autopeft.config import SECTIONS, SearchConfig, config_record
@@ -37,8 +36,10 @@ from autopeft.measure import Stopwatch
 from autopeft.space import Config, SearchSpace, SpaceSpec
 from autopeft.space.space import Derive
 from autopeft.strategies import NO_STRATEGY, STRATEGY_PARAMETER, strategy_class
-from autopeft.tasks import DataSource, demo_model_path, load_demo_data, make_task
+from autopeft.tasks import make_task
+from autopeft.tasks.loading import quantization_unavailable
 from autopeft.tracking import CONFIG_ARTIFACT, DRIVER, JOURNAL, SearchTracker
+from autopeft.tasks.base import TaskData
 from autopeft.trial import SearchSetup, by_length, quiet_libraries, score_adapter
 
 #: keyword names of :func:`search` that live in a nested section of SearchConfig
@@ -117,27 +118,20 @@ def load_setup(config: SearchConfig) -> SearchSetup:
     spec, objectives = checked.spec, checked.objectives
     builder = get_adapter(spec)
 
-    if config.task == "demo":
-        task = make_task("classification")
-        model_path = config.model or demo_model_path()
-        data = load_demo_data(config.seed)
-    else:
-        task = make_task(config.task)
-        model_path = config.model
-        d = config.data
-        source = DataSource(d.train_file, d.dev_file, d.test_file,
-                            {"text": d.text_column, "text_pair": d.text_pair_column, "label": d.label_column})
-        data = task.load_data(source, config.seed)
-
+    task = make_task(config.task)
+    data = task.load_data(config.data.source(), config.seed)
+    task.check_objectives([(o.name, o.metric) for o in objectives if o.metric], data)
+    model_path = config.model or task.default_model()
     check_model_reference(model_path)
     if Path(model_path).exists():  # Ray's workers run in folders of their own: no relative paths
         model_path = str(Path(model_path).resolve())
     try:
-        tokenizer = AutoTokenizer.from_pretrained(model_path)
+        tokenizer = task.load_tokenizer(model_path)
         layout = model_layout(task.load_model(model_path, data))
     except (OSError, ValueError) as err:
         raise ModelError(f"cannot load: {str(err).splitlines()[0]}", source=model_path, key="model") from None
-    space = bind_space(spec, builder, layout, config.fixed)
+    fixed = {**model_option_pins(spec, data), **config.fixed}
+    space = bind_space(spec, builder, layout, fixed)
 
     fid = config.fidelity
     train = data.train.shuffle(seed=config.seed)
@@ -149,6 +143,17 @@ def load_setup(config: SearchConfig) -> SearchSetup:
                        train_tokens=task.tokenize(train, tokenizer, fid.max_length),
                        dev_tokens=by_length(task.tokenize(dev, tokenizer, fid.max_length)),
                        layout=layout, space=space, objectives=objectives, fidelity=fid, seed=config.seed)
+
+
+def model_option_pins(spec: SpaceSpec, data: TaskData) -> dict[str, Any]:
+    """Model-loading dimensions this machine cannot search, pinned off, each with a note
+    (``data.notes``) saying why: 4-bit base weights without a GPU or bitsandbytes."""
+    param = spec.parameters.get("quantization")
+    reason = quantization_unavailable()
+    if param is None or reason is None or "4bit" not in param.extremes():
+        return {}
+    data.notes.append(f"quantization pinned to 'none': {reason}")
+    return {"quantization": "none"}
 
 
 def references(config: SearchConfig, objectives: list[Objective]) -> dict[str, float]:

@@ -33,32 +33,42 @@ class CheckedInputs:
 
 def check_inputs(config: SearchConfig) -> CheckedInputs:
     """Everything about ``config`` that can be checked without loading a model or data:
-    settings, objectives, optimizer name, reference point, outcome constraints, the space
-    file, and that the named model folder and data files exist. Raises an :class:`~autopeft.AutopeftError`."""
+    settings, optimizer name, the space file, that the named model folder and data files
+    exist, the task, objectives (against the task's metrics), reference point and outcome
+    constraints. Raises an :class:`~autopeft.AutopeftError`."""
     config.check()
-    objectives = resolve_objectives(config.objectives)
-    if len(objectives) < 2:
-        raise ObjectiveError("a multi-objective search needs at least two objectives", key="objective")
-    unknown = set(config.reference_point) - {o.name for o in objectives}
-    if unknown:
-        raise ConfigError(f"reference point given for unknown objective(s) {sorted(unknown)}",
-                          key="reference_point")
     if config.optimizer not in OPTIMIZERS:
         raise ConfigError(f"unknown optimizer '{config.optimizer}'; choose one of {OPTIMIZERS.names()}",
                           key="optimizer")
-    check_early_stopping(config, objectives)
     if config.baselines:
         resolve_baselines(config.baselines)
-    constraints = outcome_constraints(config, [o.name for o in objectives])
     spec = load_space(config.space)
     for key in ("train_file", "dev_file", "test_file"):
         path = getattr(config.data, key)
         if path is not None and not Path(path).exists():
             raise DataError("data file not found", source=path, key=f"data.{key}")
-    if config.task != "demo" and not config.model:
-        raise ConfigError("--model is required unless --task demo", key="model")
     if config.model:
         check_model_reference(config.model)
+    # The task's metrics and default objectives need its module, which imports torch: the
+    # checks above come back without it.
+    from autopeft.tasks import make_task
+
+    task = make_task(config.task)
+    if not task.builtin_model and not config.model:
+        raise ConfigError(f"--model is required for a {config.task} task (only demo tasks bring their own)",
+                          key="model")
+    if not config.objectives:
+        config.objectives = list(task.default_objectives)
+    objectives = resolve_objectives(config.objectives)
+    if len(objectives) < 2:
+        raise ObjectiveError("a multi-objective search needs at least two objectives", key="objective")
+    task.check_objectives([(o.name, o.metric) for o in objectives if o.metric])
+    unknown = set(config.reference_point) - {o.name for o in objectives}
+    if unknown:
+        raise ConfigError(f"reference point given for unknown objective(s) {sorted(unknown)}",
+                          key="reference_point")
+    check_early_stopping(config, objectives)
+    constraints = outcome_constraints(config, [o.name for o in objectives])
     return CheckedInputs(objectives, constraints, spec)
 
 

@@ -30,8 +30,10 @@ Direction = Literal["maximize", "minimize"]
 class TrialOutput:
     """Everything a trial produced, handed to each objective.
 
-    ``predictions`` and ``labels`` are the dev split's; ``metrics`` the task's dev metrics
-    (best epoch); ``cost`` the figures measured on the saved model over all training stages
+    ``predictions`` and ``labels`` are the dev split's (class ids for classification; for a
+    causal LM with short answers, the greedy generations and the reference answers, as strings,
+    also in ``generations`` and ``references``); ``metrics`` the task's dev metrics (best
+    epoch); ``cost`` the figures measured on the saved model over all training stages
     (``trainable_params``, ``trainable_percent``, ``base_params``, ``peak_memory_mb``,
     ``train_seconds``, ``examples_per_second``).
     """
@@ -47,19 +49,24 @@ class TrialOutput:
     dev_batches: list = field(default_factory=list)
     label_names: list[str] = field(default_factory=list)
     device: str = "cpu"
+    generations: list[str] = field(default_factory=list)
+    references: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
 class Objective:
     """A quantity to maximise or minimise; ``reference`` is its worst acceptable value;
     ``test``: whether the front's members are scored with it on the test split too (called
-    with the test split's predictions), as every quality measure should be, and no cost."""
+    with the test split's predictions), as every quality measure should be, and no cost;
+    ``metric``: the task metric it reads, if it reads one (checked against the task's metrics
+    before a search starts)."""
 
     name: str
     direction: Direction
     fn: Callable[[TrialOutput], float]
     reference: float | None = None
     test: bool = True
+    metric: str | None = None
 
     def __call__(self, output: TrialOutput) -> float:
         value = float(self.fn(output))
@@ -96,10 +103,10 @@ def _cost(key: str) -> Callable[[TrialOutput], float]:
 #: ``autopeft.objectives`` except the built-ins
 OBJECTIVES: Registry[Objective] = Registry("objectives", check=instance_of(Objective), error=ObjectiveError,
                                            key="objective")
-OBJECTIVES.register("accuracy", Objective("accuracy", "maximize", _metric("accuracy")), "autopeft (built-in)")
+for _name, _direction in (("accuracy", "maximize"), ("exact_match", "maximize"), ("perplexity", "minimize")):
+    OBJECTIVES.register(_name, Objective(_name, _direction, _metric(_name), metric=_name), "autopeft (built-in)")
 for _name, (_direction, _) in COSTS.items():
     OBJECTIVES.register(_name, Objective(_name, _direction, _cost(_name), test=False), "autopeft (built-in)")
-DEFAULT_OBJECTIVES = ("accuracy", "trainable_percent")
 
 
 def load_objective_file(reference: str) -> Objective:
@@ -139,8 +146,9 @@ def resolve_objective(item: str | Objective) -> Objective:
     return OBJECTIVES.get(item)
 
 
-def resolve_objectives(items: list[str | Objective] | None) -> list[Objective]:
-    objectives = [resolve_objective(i) for i in (items or DEFAULT_OBJECTIVES)]
+def resolve_objectives(items: list[str | Objective] | None, default: tuple[str, ...] = ()) -> list[Objective]:
+    """The objectives named (the task's ``default`` when none is)."""
+    objectives = [resolve_objective(i) for i in (items or default)]
     names = [o.name for o in objectives]
     if len(set(names)) != len(names):
         raise ObjectiveError(f"objective names must be distinct, got {names}", key="objective")

@@ -101,6 +101,8 @@ class TrainingLoop:
     epoch: int = 1
     #: the task loss of the current step (set before ``before_optimizer_step``)
     loss: torch.Tensor | None = None
+    #: what the task's evaluation decodes generations with (generative tasks)
+    tokenizer: Any = None
 
     def add_parameters(self, params: Sequence[torch.nn.Parameter], *, lr: float | None = None,
                        warmup_steps: int | None = None, weight_decay: float | None = None) -> None:
@@ -193,7 +195,8 @@ def train(model: torch.nn.Module, task: Task, train_loader: DataLoader, dev_load
           hp: Hyperparameters, fidelity: Fidelity, device: torch.device,
           on_epoch: Callable[[dict[str, float]], None] | None = None,
           hooks: Sequence[TrainingHooks] = (), steps: int | None = None,
-          checkpoints: Collection[int] = (), on_checkpoint: OnCheckpoint | None = None) -> TrainOutcome:
+          checkpoints: Collection[int] = (), on_checkpoint: OnCheckpoint | None = None,
+          tokenizer: Any = None) -> TrainOutcome:
     """Train the trainable parameters of ``model`` for ``steps`` optimizer steps (default: the
     fidelity's epochs, capped by ``max_steps``).
 
@@ -209,7 +212,8 @@ def train(model: torch.nn.Module, task: Task, train_loader: DataLoader, dev_load
     optimizer = _optimizer(model, hp, hooks)
     warmup = int(hp.warmup_ratio * total)
     scheduler = get_linear_schedule_with_warmup(optimizer, warmup, total)
-    loop = TrainingLoop(model, task, optimizer, scheduler, train_loader, device, total, warmup, hp)
+    loop = TrainingLoop(model, task, optimizer, scheduler, train_loader, device, total, warmup, hp,
+                        tokenizer=tokenizer)
     keep_best = evaluating and all(h.restorable for h in hooks)
     outcome = TrainOutcome(best=None, best_epoch=0)
     epochs = _Epochs(loop, outcome, dev_loader, hooks, on_epoch, keep_best)
@@ -290,7 +294,8 @@ class _Epochs:
             return self._last[1]
         loop.model.eval()
         with self.clock:
-            evaluation = loop.task.evaluate(loop.model, (to_device(b, loop.device) for b in self.dev_loader))
+            evaluation = loop.task.evaluate(loop.model, (to_device(b, loop.device) for b in self.dev_loader),
+                                            loop.tokenizer)
         loop.model.train()
         return evaluation
 
@@ -313,9 +318,10 @@ class _Epochs:
             point = self._point(evaluation, float(loop.epoch))
             if self.on_epoch:
                 self.on_epoch(point)
-            metric = evaluation.metrics[loop.task.primary_metric]
+            primary = loop.task.metric(loop.task.primary_metric)
             best = self.outcome.best
-            if not self.keep_best or best is None or metric > best.metrics[loop.task.primary_metric]:
+            if not self.keep_best or best is None or primary.better(evaluation.metrics[primary.name],
+                                                                    best.metrics[primary.name]):
                 self.outcome.best, self.outcome.best_epoch = evaluation, loop.epoch
                 if self.keep_best:
                     self._remember()

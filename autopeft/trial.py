@@ -19,7 +19,7 @@ import torch
 import transformers
 from datasets import Dataset
 from torch.utils.data import DataLoader
-from transformers import AutoTokenizer, DataCollatorWithPadding
+from transformers import DataCollatorWithPadding
 
 from autopeft import failpoints
 from autopeft.adapters import AdapterBuilder, BuildContext, get_adapter
@@ -29,7 +29,7 @@ from autopeft.models import ModelLayout
 from autopeft.objectives import Objective, TrialOutput
 from autopeft.space import Config, SearchSpace
 from autopeft.strategies import StrategyContext, TrainingStrategy, make_strategy
-from autopeft.tasks.base import Evaluation, Task, TaskData
+from autopeft.tasks.base import Evaluation, ModelOptions, Task, TaskData
 from autopeft.config import Fidelity
 from autopeft.training import Hyperparameters, TrainingLoop, planned_steps, train
 
@@ -87,10 +87,12 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=UserWarning, module="peft")
 
 
-def loader(tokens: Dataset, tokenizer: Any, batch_size: int, shuffle: bool, seed: int) -> DataLoader:
+def loader(tokens: Dataset, tokenizer: Any, batch_size: int, shuffle: bool, seed: int,
+           collate: Callable[[list[dict]], dict] | None = None) -> DataLoader:
+    """Batches of ``tokens``; ``collate``: the task's (:meth:`Task.collator`), else padding."""
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(tokens.with_format("torch"), batch_size=batch_size, shuffle=shuffle,
-                      generator=generator, collate_fn=DataCollatorWithPadding(tokenizer))
+                      generator=generator, collate_fn=collate or DataCollatorWithPadding(tokenizer))
 
 
 def by_length(tokens: Dataset) -> Dataset:
@@ -107,8 +109,10 @@ class _Trial:
     def __init__(self, setup: SearchSetup, config: Config) -> None:
         self.setup = setup
         self.device = pick_device()
-        self.tokenizer = AutoTokenizer.from_pretrained(setup.model_path)
+        self.tokenizer = setup.task.load_tokenizer(setup.model_path)
+        self.collate = setup.task.collator(self.tokenizer)
         self.values = setup.space.assemble(config)
+        self.options = ModelOptions.from_values(self.values)
         self.hp = Hyperparameters.from_values(self.values)
         self.batch_size = self.hp.batch_size or setup.fidelity.batch_size
         self.builder: AdapterBuilder = get_adapter(setup.space.spec)
@@ -118,14 +122,15 @@ class _Trial:
         self.strategy: TrainingStrategy = make_strategy(self.values, ctx)
 
     def loader(self, tokens: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
-        return loader(tokens, self.tokenizer, batch_size, shuffle, self.setup.seed)
+        return loader(tokens, self.tokenizer, batch_size, shuffle, self.setup.seed, self.collate)
 
     def build(self, stage: str, total_steps: int, train_loader: DataLoader) -> tuple[torch.nn.Module, int]:
         """The model of ``stage`` on the trial's device, and its base model's parameter count."""
         quiet_libraries()
         transformers.set_seed(self.setup.seed)
         strategy = self.strategy
-        base = strategy.before_wrap(stage, self.setup.task.load_model(self.setup.model_path, self.setup.data))
+        base = strategy.before_wrap(stage, self.setup.task.load_model(self.setup.model_path, self.setup.data,
+                                                                      self.options))
         base_params = count_parameters(base)[1]
         ctx = BuildContext(self.setup.layout, self.setup.task.peft_task_type, total_steps,
                            calibration=lambda: train_loader)
@@ -166,7 +171,7 @@ def run_trial(setup: SearchSetup, config: Config, *, save_to: Path | None = None
                             trial.device, on_epoch if last else None,
                             hooks=[*trial.builder.training_hooks(model), strategy], steps=steps,
                             checkpoints={math.ceil(f * steps) for f in setup.milestones} if last else (),
-                            on_checkpoint=rungs)
+                            on_checkpoint=rungs, tokenizer=trial.tokenizer)
             seen += outcome.examples_seen
             steps_done += outcome.steps
             eval_seconds += outcome.eval_seconds
@@ -190,7 +195,8 @@ def run_trial(setup: SearchSetup, config: Config, *, save_to: Path | None = None
     output = TrialOutput(config=dict(config), values=trial.values, model=model, tokenizer=trial.tokenizer,
                          predictions=outcome.best.predictions, labels=outcome.best.labels,
                          metrics=outcome.best.metrics, cost=cost, dev_batches=list(dev_loader),
-                         label_names=setup.data.label_names, device=str(trial.device))
+                         label_names=setup.data.label_names, device=str(trial.device),
+                         generations=outcome.best.generations, references=outcome.best.references)
     objectives = {o.name: o(output) for o in setup.objectives}
     if save_to is not None:
         save_adapter(model, save_to, setup, config, trial)
@@ -222,7 +228,8 @@ class _Rungs:
         output = TrialOutput(config=dict(self.config), values=self.trial.values, model=loop.model,
                              tokenizer=self.trial.tokenizer, predictions=evaluation.predictions,
                              labels=evaluation.labels, metrics=evaluation.metrics, cost=cost,
-                             label_names=setup.data.label_names, device=str(self.trial.device))
+                             label_names=setup.data.label_names, device=str(self.trial.device),
+                             generations=evaluation.generations, references=evaluation.references)
         loop.model.eval()
         try:
             values = {f"{OBJECTIVE_PREFIX}{o.name}": o(output) for o in setup.objectives}
@@ -258,7 +265,8 @@ def score_adapter(setup: SearchSetup, adapter_dir: Path, split: Dataset, config:
     output = TrialOutput(config=dict(config), values=setup.space.assemble(config), model=model,
                          tokenizer=tokenizer, predictions=evaluation.predictions, labels=evaluation.labels,
                          metrics=evaluation.metrics, cost=cost, dev_batches=batches,
-                         label_names=setup.data.label_names, device=str(next(model.parameters()).device))
+                         label_names=setup.data.label_names, device=str(next(model.parameters()).device),
+                         generations=evaluation.generations, references=evaluation.references)
     return {**evaluation.metrics, **{o.name: o(output) for o in setup.objectives if o.test}}
 
 
@@ -266,10 +274,11 @@ def _reload_and_evaluate(setup: SearchSetup, adapter_dir: Path, split: Dataset
                          ) -> tuple[Evaluation, torch.nn.Module, Any, list[dict]]:
     quiet_libraries()
     device = pick_device()
-    tokenizer = AutoTokenizer.from_pretrained(setup.model_path)
-    base = setup.task.load_model(setup.model_path, setup.data)
+    task = setup.task
+    tokenizer = task.load_tokenizer(setup.model_path)
+    base = task.load_model(setup.model_path, setup.data)
     model = load_adapter(base, adapter_dir).to(device).eval()
-    tokens = by_length(setup.task.tokenize(split, tokenizer, setup.fidelity.max_length))
-    batches = list(loader(tokens, tokenizer, 64, False, setup.seed))
-    evaluation = setup.task.evaluate(model, ({k: v.to(device) for k, v in b.items()} for b in batches))
+    tokens = by_length(task.tokenize(split, tokenizer, setup.fidelity.max_length))
+    batches = list(loader(tokens, tokenizer, 64, False, setup.seed, task.collator(tokenizer)))
+    evaluation = task.evaluate(model, ({k: v.to(device) for k, v in b.items()} for b in batches), tokenizer)
     return evaluation, model, tokenizer, batches

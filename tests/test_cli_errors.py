@@ -117,7 +117,7 @@ def test_data_flags_without_task_search_the_users_data(tmp_path, tiny_model_dir,
 def test_data_flags_with_task_demo_conflict(sentiment_csv, out, capsys) -> None:
     code, err = run_cli(["--task", "demo", "--train-file", str(sentiment_csv), "--text-column", "review",
                          "--label-column", "verdict"], out, capsys)
-    assert_clean_failure(code, err, out, "key 'task'", "the demo uses its own data", "data.train-file")
+    assert_clean_failure(code, err, out, "key 'task'", "the demo task uses its own data", "data.train-file")
 
 
 @pytest.mark.parametrize("parameter, body, message", [

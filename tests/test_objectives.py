@@ -21,10 +21,28 @@ def output(predictions, labels) -> TrialOutput:
                        cost={"trainable_percent": 0.5})
 
 
-def test_default_pair_is_accuracy_up_and_trainable_percent_down() -> None:
-    objectives = resolve_objectives(None)
+def test_default_objectives_are_the_tasks() -> None:
+    from autopeft.tasks import make_task
+
+    objectives = resolve_objectives(None, make_task("classification").default_objectives)
     assert [(o.name, o.direction) for o in objectives] == [("accuracy", "maximize"),
                                                             ("trainable_percent", "minimize")]
+    lm = resolve_objectives(None, make_task("demo-lm").default_objectives)
+    assert [(o.name, o.direction) for o in lm] == [("exact_match", "maximize"), ("trainable_percent", "minimize"),
+                                                   ("peak_memory_mb", "minimize")]
+
+
+def test_an_objective_the_task_cannot_score_fails_the_search_up_front(tmp_path) -> None:
+    """Checked before any model or data is loaded: not in every trial."""
+    from autopeft.config import SearchConfig
+    from autopeft.inputs import check_inputs
+
+    with pytest.raises(ObjectiveError, match="reads the metric 'accuracy'.*'demo-lm' task does not report"):
+        check_inputs(SearchConfig(task="demo-lm", objectives=["accuracy", "trainable_percent"],
+                                  output_dir=str(tmp_path)))
+    with pytest.raises(ObjectiveError, match="'exact_match'.*'demo' task does not report"):
+        check_inputs(SearchConfig(task="demo", objectives=["exact_match", "trainable_percent"],
+                                  output_dir=str(tmp_path)))
 
 
 def test_shipped_plugins_load_like_a_users_file() -> None:

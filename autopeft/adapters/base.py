@@ -20,6 +20,7 @@ from autopeft.errors import SpaceError
 from autopeft.plugins import Registry, subclass_of
 from autopeft.models import ModelLayout
 from autopeft.space import SpaceSpec
+from autopeft.tasks.base import MODEL_OPTIONS
 from autopeft.training import TRAINING_RULES, TrainingHooks
 
 #: PEFT task types whose (new) head is trained with the adapter
@@ -122,13 +123,13 @@ def get_adapter(spec: SpaceSpec) -> AdapterBuilder:
     from autopeft.strategies import check_strategy_space, strategy_parameters
 
     builder = adapter_builder(spec.adapter, source=spec.source)
-    allowed = builder.parameters | TRAINING_PARAMETERS | strategy_parameters()
+    allowed = builder.parameters | TRAINING_PARAMETERS | set(MODEL_OPTIONS) | strategy_parameters()
     for name in spec.parameters:
         if name not in allowed:
             raise SpaceError(f"'{spec.adapter}' takes no parameter '{name}'; allowed are "
                              f"{sorted(allowed)}", source=spec.source, key=f"parameters.{name}",
                              line=spec.line_of(name))
-    check_values(spec, {**TRAINING_RULES, **builder.value_rules})
+    check_values(spec, {**TRAINING_RULES, **MODEL_OPTIONS, **builder.value_rules})
     builder.check_space(spec)
     check_strategy_space(spec)
     return builder

@@ -12,8 +12,9 @@ from transformers import AutoModelForSequenceClassification
 
 from autopeft.errors import DataError
 from autopeft.models import mark_new_modules
-from autopeft.tasks.base import Evaluation, Task, TaskData, register_task
-from autopeft.tasks.data import DataSource, column_values, load_table, select_columns, split_splits
+from autopeft.tasks.base import Evaluation, Metric, ModelOptions, Task, TaskData, register_task
+from autopeft.tasks.data import DataSource, column_values, load_tables, split_splits
+from autopeft.tasks.loading import load_pretrained
 
 
 def _label_names(values: list[str]) -> list[str]:
@@ -29,29 +30,19 @@ class SequenceClassification(Task):
     """Label a text (or a pair of texts) with one of a fixed set of classes."""
 
     peft_task_type = "SEQ_CLS"
+    metrics = (Metric("accuracy", "maximize"),)
     primary_metric = "accuracy"
+    default_objectives = ("accuracy", "trainable_percent")
+    required_columns = ("text", "label")
+    optional_columns = ("text_pair",)
+    auto_class = "AutoModelForSequenceClassification"
 
     def load_data(self, source: DataSource, seed: int) -> TaskData:
         """Load, clean and split the user's tables (columns ``text``, ``text_pair``, ``label``)."""
-        if not source.train_file:
-            raise DataError("a classification task needs --train-file (or use --task demo)")
-        columns = {role: col for role, col in source.columns.items() if col}
-        for required in ("text", "label"):
-            if required not in columns:
-                raise DataError(f"--{required}-column is required for a classification task")
-        splits, notes = {}, []
-        for role, path in (("train", source.train_file), ("dev", source.dev_file),
-                           ("test", source.test_file)):
-            if path:
-                raw = load_table(path, role)
-                table = select_columns(raw, columns, path)
-                if len(table) < len(raw):
-                    notes.append(f"{len(raw) - len(table)} {role} rows of {path} dropped: "
-                                 f"{' or '.join(columns[r] for r in columns)} empty")
-                # Labels are names from here on, whatever type the file gave them.
-                splits[role] = table.cast_column("label", Value("string"))
-        files = ", ".join(f"{role} {path}" for role, path in (("train", source.train_file),
-                          ("dev", source.dev_file), ("test", source.test_file)) if path)
+        splits, notes, columns, files = load_tables(source, self.name, self.required_columns,
+                                                     self.optional_columns)
+        # Labels are names from here on, whatever type the file gave them.
+        splits = {role: table.cast_column("label", Value("string")) for role, table in splits.items()}
         data = self.finish_data(splits["train"], splits.get("dev"), splits.get("test"), source, seed,
                                 description=f"{files} ({columns['text']} -> {columns['label']})")
         data.notes[:0] = notes
@@ -75,11 +66,12 @@ class SequenceClassification(Task):
             encoded.append(split.cast_column("label", ClassLabel(names=names)))
         return TaskData(*encoded, label_names=names, description=description, notes=notes)
 
-    def load_model(self, model_path: str, data: TaskData) -> torch.nn.Module:
+    def load_model(self, model_path: str, data: TaskData, options: ModelOptions = ModelOptions()
+                   ) -> torch.nn.Module:
         names = data.label_names
-        model, info = AutoModelForSequenceClassification.from_pretrained(
-            model_path, num_labels=len(names), id2label=dict(enumerate(names)),
-            label2id={n: i for i, n in enumerate(names)}, output_loading_info=True)
+        model, info = load_pretrained(
+            AutoModelForSequenceClassification, model_path, options, num_labels=len(names),
+            id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
         return mark_new_modules(model, info["missing_keys"])
 
     def tokenize(self, split: Dataset, tokenizer: Any, max_length: int) -> Dataset:
@@ -96,7 +88,8 @@ class SequenceClassification(Task):
         return model(**batch).loss
 
     @torch.no_grad()
-    def evaluate(self, model: torch.nn.Module, batches: Iterable[dict[str, torch.Tensor]]) -> Evaluation:
+    def evaluate(self, model: torch.nn.Module, batches: Iterable[dict[str, torch.Tensor]],
+                 tokenizer: Any = None) -> Evaluation:
         predictions, labels, losses, sizes = [], [], [], []
         for batch in batches:
             # Labels stay out of the forward pass: a reloaded AdaLoRA model (PEFT 0.21) fails

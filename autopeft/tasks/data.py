@@ -21,10 +21,44 @@ class DataSource:
     train_file: str | None = None
     dev_file: str | None = None
     test_file: str | None = None
-    #: role (``text``, ``text_pair``, ``label``) -> column name in the files
-    columns: dict[str, str] = field(default_factory=dict)
+    #: role (``text``, ``text_pair``, ``label``, ``prompt``, ``response``) -> column name in
+    #: the files (None: not given)
+    columns: dict[str, str | None] = field(default_factory=dict)
     dev_fraction: float = 0.1
     test_fraction: float = 0.1
+    #: causal LM: format prompt/response pairs with the tokenizer's chat template
+    chat_template: bool = False
+
+    def files(self) -> list[tuple[str, str]]:
+        """(split, path) of each file given."""
+        return [(role, path) for role, path in (("train", self.train_file), ("dev", self.dev_file),
+                                                ("test", self.test_file)) if path]
+
+
+def load_tables(source: DataSource, task: str, required: tuple[str, ...], optional: tuple[str, ...] = ()
+                ) -> tuple[dict[str, Dataset], list[str], dict[str, str], str]:
+    """The user's splits with their columns renamed to roles (rows with an empty one dropped):
+    (split -> table, notes on what was dropped, role -> column, a description of the files)."""
+    if not source.train_file:
+        raise DataError(f"a {task} task needs --train-file (or use a demo task)")
+    columns = {role: col for role, col in source.columns.items() if col}
+    for role in required:
+        if role not in columns:
+            raise DataError(f"--{role.replace('_', '-')}-column is required for a {task} task")
+    for role in columns:
+        if role not in (*required, *optional):
+            raise DataError(f"--{role.replace('_', '-')}-column does not apply to a {task} task; it reads "
+                            f"{', '.join(f'--{r}-column' for r in (*required, *optional))}")
+    splits, notes = {}, []
+    for role, path in source.files():
+        raw = load_table(path, role)
+        table = select_columns(raw, columns, path)
+        if len(table) < len(raw):
+            notes.append(f"{len(raw) - len(table)} {role} rows of {path} dropped: "
+                         f"{' or '.join(columns[r] for r in columns)} empty")
+        splits[role] = table
+    files = ", ".join(f"{role} {path}" for role, path in source.files())
+    return splits, notes, columns, files
 
 
 def load_table(path: str, role: str = "train") -> Dataset:

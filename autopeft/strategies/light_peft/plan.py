@@ -5,6 +5,13 @@ A transformers config cannot describe per-layer head counts, so the plan is save
 adapter (``pruning_plan.json``) and a fresh base model is rebuilt as base -> plan -> adapter.
 Pruning is physical: the projections are replaced by smaller ``nn.Linear`` layers holding
 the kept rows (outputs) or columns (inputs); transformers 5 has no ``prune_heads``.
+
+Grouped-query attention (LLaMA): query head ``h`` attends with key/value head
+``h // kv_groups``, and after slicing the attention module pairs them again by position,
+repeating each kept key/value head ``num_key_value_groups`` times (``repeat_kv``). A plan
+therefore keeps, in each layer, the key/value heads of the kept query heads and the same
+number of query heads for every one of them (checked when the plan is made), so the pruned
+layer is again a uniform grouping; multi-head attention is the case ``kv_groups == 1``.
 """
 
 from __future__ import annotations
@@ -19,24 +26,53 @@ from torch import nn
 from autopeft.models import ModelLayout
 
 PLAN_FILE = "pruning_plan.json"
-#: roles whose outputs are head slices, and whose input is the heads' concatenation
-HEAD_OUTPUTS, HEAD_INPUTS = ("attn_q", "attn_k", "attn_v"), ("attn_o",)
+#: roles whose outputs are query-head slices, and whose input is the query heads' concatenation
+HEAD_OUTPUTS, HEAD_INPUTS = ("attn_q",), ("attn_o",)
+#: roles whose outputs are key/value-head slices (one per query head without GQA)
+KV_OUTPUTS = ("attn_k", "attn_v")
 #: roles whose outputs are FFN neurons, and whose input is the neurons
 NEURON_OUTPUTS, NEURON_INPUTS = ("ffn_gate", "ffn_up"), ("ffn_down",)
 
 
 @dataclass(frozen=True)
 class PruningPlan:
-    """Kept head and neuron indices per layer (sorted; a layer absent keeps everything)."""
+    """Kept query-head and neuron indices per layer (sorted; a layer absent keeps everything).
+
+    ``kv_groups`` is the unpruned model's query heads per key/value head (1: multi-head
+    attention); the kept key/value heads follow from the kept query heads.
+    """
 
     head_dim: int
     heads: dict[int, tuple[int, ...]]
     neurons: dict[int, tuple[int, ...]]
+    kv_groups: int = 1
+
+    def __post_init__(self) -> None:
+        if self.kv_groups < 1:
+            raise ValueError(f"kv_groups must be >= 1, got {self.kv_groups}")
+        for layer, heads in self.heads.items():
+            if not heads or list(heads) != sorted(set(heads)):
+                raise ValueError(f"layer {layer}: kept heads must be sorted, distinct and not empty, got {heads}")
+            # repeat_kv pairs the i-th kept query head with kept key/value head i // groups:
+            # that is the original pairing only if every kept kv head keeps as many query heads.
+            counts = {kv: sum(1 for h in heads if h // self.kv_groups == kv) for kv in self.kv_heads(layer)}
+            if len(set(counts.values())) != 1:
+                raise ValueError(f"layer {layer}: kept query heads {heads} leave unequal groups "
+                                 f"(query heads per key/value head: {counts}), expected equal counts")
+        for layer, neurons in self.neurons.items():
+            if not neurons or list(neurons) != sorted(set(neurons)):
+                raise ValueError(f"layer {layer}: kept neurons must be sorted, distinct and not empty")
+
+    def kv_heads(self, layer: int) -> tuple[int, ...]:
+        """The key/value heads that ``layer``'s kept query heads attend with (sorted)."""
+        return tuple(sorted({h // self.kv_groups for h in self.heads[layer]}))
 
     def kept_outputs(self, layer: int, role: str) -> torch.Tensor | None:
         """Output indices of the role's projection in ``layer`` that stay (None: all)."""
         if role in HEAD_OUTPUTS and layer in self.heads:
             return self._head_units(self.heads[layer])
+        if role in KV_OUTPUTS and layer in self.heads:
+            return self._head_units(self.kv_heads(layer))
         if role in NEURON_OUTPUTS and layer in self.neurons:
             return torch.tensor(self.neurons[layer])
         return None
@@ -53,15 +89,16 @@ class PruningPlan:
         return torch.tensor([h * self.head_dim + i for h in heads for i in range(self.head_dim)])
 
     def to_json(self) -> str:
-        return json.dumps({"head_dim": self.head_dim,
+        return json.dumps({"head_dim": self.head_dim, "kv_groups": self.kv_groups,
                            "heads": {str(k): list(v) for k, v in self.heads.items()},
                            "neurons": {str(k): list(v) for k, v in self.neurons.items()}})
 
     @classmethod
     def from_json(cls, text: str) -> PruningPlan:
         data = json.loads(text)
+        # Plans saved before GQA support have no kv_groups: they were multi-head attention.
         return cls(int(data["head_dim"]), {int(k): tuple(v) for k, v in data["heads"].items()},
-                   {int(k): tuple(v) for k, v in data["neurons"].items()})
+                   {int(k): tuple(v) for k, v in data["neurons"].items()}, int(data.get("kv_groups", 1)))
 
     def save(self, folder: Path) -> None:
         (Path(folder) / PLAN_FILE).write_text(self.to_json())
@@ -103,14 +140,28 @@ def apply_plan(model: nn.Module, layout: ModelLayout, plan: PruningPlan) -> nn.M
             parent = layer.get_submodule(parent_path) if parent_path else layer
             setattr(parent, name, sliced_linear(getattr(parent, name), rows, cols))
         if index in plan.heads:
-            # Attention modules reshape with -1 heads; their bookkeeping is kept true anyway.
-            attention = layer.get_submodule(layout.roles["attn_q"].rpartition(".")[0])
-            heads = len(plan.heads[index])
-            for attr, value in (("num_attention_heads", heads), ("num_heads", heads),
-                                ("all_head_size", heads * plan.head_dim)):
-                if isinstance(getattr(attention, attr, None), int):
-                    setattr(attention, attr, value)
+            _set_counts(layer.get_submodule(layout.roles["attn_q"].rpartition(".")[0]),
+                        _head_counts(plan, index))
+        if index in plan.neurons and "ffn_down" in layout.roles:
+            _set_counts(layer.get_submodule(layout.roles["ffn_down"].rpartition(".")[0]),
+                        {"intermediate_size": len(plan.neurons[index])})
     return model
+
+
+def _head_counts(plan: PruningPlan, layer: int) -> dict[str, int]:
+    """The attention module's head bookkeeping after pruning ``layer``."""
+    heads, kv_heads = len(plan.heads[layer]), len(plan.kv_heads(layer))
+    # LLaMA's attention repeats each key/value head num_key_value_groups times at forward time
+    # (eager and SDPA alike), so that one must be right; the others are kept true for readers.
+    return {"num_attention_heads": heads, "num_heads": heads, "all_head_size": heads * plan.head_dim,
+            "num_key_value_heads": kv_heads, "num_key_value_groups": heads // kv_heads}
+
+
+def _set_counts(module: nn.Module, counts: dict[str, int]) -> None:
+    """Set those of ``counts`` that ``module`` has as integer attributes (it reads no others)."""
+    for attr, value in counts.items():
+        if isinstance(getattr(module, attr, None), int):
+            setattr(module, attr, value)
 
 
 def lowest(scores: torch.Tensor, share: float) -> torch.Tensor:

@@ -14,7 +14,13 @@ As the authors' code does it (``estimate.py``, ``train.py``):
 - **Pruning**: ``head_prune`` of the heads of each layer, ``neuron_prune`` of the FFN neurons
   over all layers, by the final mask values (lowest first), are cut out of the base model
   (:mod:`~autopeft.strategies.light_peft.plan`); ``module_prune`` of the LoRA modules, then
-  ``rank_prune`` of the remaining ranks over all modules, by importance, are dropped.
+  ``rank_prune`` of the remaining ranks over all modules, by importance, are dropped. A gated
+  FFN (LLaMA) loses the neuron's ``ffn_gate`` and ``ffn_up`` rows and ``ffn_down`` column.
+- **Grouped-query attention** (LLaMA, ``num_key_value_heads < num_attention_heads``): the
+  masks stay per query head, but what is pruned is whole key/value groups (a key/value head
+  with all the query heads that share it), ``head_prune`` of the groups of each layer, scored
+  by the mean mask of their query heads. Multi-head attention is the case of groups of one,
+  so it prunes exactly as before.
 - **Training** continues from the estimated LoRA weights, sliced to the kept heads, neurons
   and ranks (and the trained head), with a fresh optimizer and no masks, on the pruned
   model for the trial's full steps. The scale of each module stays ``alpha / r`` of the
@@ -23,8 +29,7 @@ As the authors' code does it (``estimate.py``, ``train.py``):
 Deviations, on purpose: exactly ``round(share x n)`` units are removed (lowest first, ties in
 index order) where the reference keeps ``score > quantile``, which with ties (masks that did
 not move) would remove everything or nothing; at least one head and one neuron stay in each
-layer, one adapter module and one rank in each kept module. Grouped-query attention is not
-supported yet (its heads would have to be pruned by key/value group).
+layer, one adapter module and one rank in each kept module.
 """
 
 from __future__ import annotations
@@ -131,6 +136,8 @@ class LightPeft(TrainingStrategy):
         super().__init__(config, ctx)
         self.config: LightPeftConfig = config
         self.plan: PruningPlan | None = None
+        #: query heads per key/value head of the unpruned model (1: multi-head attention)
+        self.kv_groups = 1
         self.head_mask = self.neuron_mask = torch.zeros(0)
         self.kept_ranks: dict[Key, torch.Tensor] = {}
         self.scaling: dict[Key, float] = {}
@@ -194,8 +201,11 @@ class LightPeft(TrainingStrategy):
         layout = self.ctx.layout
         config = model.config if hasattr(model, "config") else model.base_model.config
         heads = int(config.num_attention_heads)
-        if getattr(config, "num_key_value_heads", heads) != heads:
-            raise ValueError("Light-PEFT head pruning does not support grouped-query attention yet")
+        kv_heads = int(getattr(config, "num_key_value_heads", None) or heads)
+        if kv_heads <= 0 or heads % kv_heads:
+            raise ValueError(f"Light-PEFT needs num_attention_heads divisible by num_key_value_heads, "
+                             f"got {heads} and {kv_heads}")
+        self.kv_groups = heads // kv_heads
         missing = [r for r in ("attn_o", "ffn_down", "ffn_up") if r not in layout.roles]
         if missing:
             raise ValueError(f"Light-PEFT needs the model's {missing} projections")
@@ -204,7 +214,7 @@ class LightPeft(TrainingStrategy):
         device = self.ctx.device
         self.head_mask = nn.Parameter(torch.ones(layout.num_layers, heads, device=device))
         self.neuron_mask = nn.Parameter(torch.ones(layout.num_layers, neurons, device=device))
-        self.plan = PruningPlan(head_dim, {}, {})
+        self.plan = PruningPlan(head_dim, {}, {}, self.kv_groups)
         layers = model.get_submodule(_task_path(model, layout.layers_path))
         for index, layer in enumerate(layers):
             attn_o = layer.get_submodule(layout.roles["attn_o"])
@@ -260,7 +270,7 @@ class LightPeft(TrainingStrategy):
     def _prune_base(self) -> PruningPlan:
         heads = self.head_mask.detach().cpu()
         neurons = self.neuron_mask.detach().cpu()
-        kept_heads = {i: _keep(row, lowest(row, self.config.head_prune)) for i, row in enumerate(heads)}
+        kept_heads = _keep_groups(heads, self.kv_groups, self.config.head_prune)
         removed = lowest(neurons, self.config.neuron_prune)
         per_layer = neurons.shape[1]
         kept_neurons = {i: _keep(row, removed[(removed // per_layer) == i] % per_layer)
@@ -270,7 +280,10 @@ class LightPeft(TrainingStrategy):
             "light_peft_neurons_removed": sum(per_layer - len(v) for v in kept_neurons.values()),
             "light_peft_heads_kept": {str(i): len(v) for i, v in kept_heads.items()},
             "light_peft_neurons_kept": {str(i): len(v) for i, v in kept_neurons.items()}})
-        return PruningPlan(self.plan.head_dim, kept_heads, kept_neurons)
+        if self.kv_groups > 1:
+            self.figures["light_peft_kv_heads_removed"] = sum(
+                heads.shape[1] - len(v) for v in kept_heads.values()) // self.kv_groups
+        return PruningPlan(self.plan.head_dim, kept_heads, kept_neurons, self.kv_groups)
 
     def _prune_adapter(self) -> None:
         module_score, rank_score = self._importance.averages()
@@ -324,6 +337,25 @@ def _task_path(model: nn.Module, layers_path: str) -> str:
 def _mask_heads(x: torch.Tensor, mask: torch.Tensor, head_dim: int) -> torch.Tensor:
     """Multiply each head's slice of the last dimension of ``x`` by its mask value."""
     return (x.unflatten(-1, (-1, head_dim)) * mask.unsqueeze(-1)).flatten(-2)
+
+
+def _keep_groups(masks: torch.Tensor, groups: int, share: float) -> dict[int, tuple[int, ...]]:
+    """Kept query heads per layer when ``share`` of each layer's key/value groups go.
+
+    ``masks`` (layers x query heads) are the head masks; query head ``h`` belongs to group
+    ``h // groups``. Whole groups are pruned, not single query heads, because LLaMA's
+    attention pairs query and key/value heads by position (``repeat_kv``): removing query
+    heads unevenly would misalign them, and removing the same number from every group would
+    leave the key/value projections, and the cache, unpruned and is impossible for groups of
+    one (multi-head attention, where this is plain per-head pruning: a group's mean is its
+    one mask value). Groups are of equal size, so their mean masks rank as their sums do.
+    """
+    scores = masks.unflatten(1, (-1, groups)).mean(dim=2)  # layers x key/value heads
+    kept = {}
+    for layer, row in enumerate(scores):
+        kept_groups = _keep(row, lowest(row, share))
+        kept[layer] = tuple(g * groups + j for g in kept_groups for j in range(groups))
+    return kept
 
 
 def _keep(scores: torch.Tensor, removed: torch.Tensor) -> tuple[int, ...]:
