@@ -310,7 +310,8 @@ _STAGE_SUFFIXES = ("_stage_seconds", "_stage_examples_per_second")
 def describe_data(setup: SearchSetup) -> str:
     """What the search trains and scores on, and what loading dropped."""
     data = setup.data
-    text = (f"data: {data.description}; labels {data.label_names}; {len(setup.train_tokens)} train, "
+    labels = f"labels {data.label_names}; " if data.label_names else ""
+    text = (f"data: {data.description}; {labels}{len(setup.train_tokens)} train, "
             f"{len(setup.dev_tokens)} dev, {len(data.test)} test examples")
     return text + "".join(f"\n  note: {note}" for note in data.notes)
 
@@ -423,8 +424,8 @@ def _finish(config: SearchConfig, setup: SearchSetup, tracker: SearchTracker, mo
         plot_hypervolume_png(curve, files["hypervolume.png"], log.rule, reference, objectives)
         adapters = {r.name: r.adapter_dir for r in front if r.adapter_dir is not None}
         completed = sum(r.status == "completed" for r in records)
-        heading = (f"{config.optimizer}, {len(records)} trials; {setup.data.description}; "
-                   f"labels {', '.join(setup.data.label_names)}")
+        heading = f"{config.optimizer}, {len(records)} trials; {setup.data.description}" + (
+            f"; labels {', '.join(setup.data.label_names)}" if setup.data.label_names else "")
         tracker.finish_search(records, files, adapters,
                               description=front_markdown(front, objectives, completed, heading))
     artifact_uri = tracker.client.get_run(run_id).info.artifact_uri

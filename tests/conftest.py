@@ -39,6 +39,42 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+#: a chat template in the ChatML form SmolLM2 uses, for the tiny LLaMA's tokenizer
+CHAT_TEMPLATE = ("{% for m in messages %}{{ m['role'] }} says {{ m['content'] }} [SEP] {% endfor %}"
+                 "{% if add_generation_prompt %}assistant says{% endif %}")
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 4-layer LLaMA (grouped-query attention: 4 query heads, 2 key/value heads; gated MLP;
+    tied embeddings) with the demo's real tokenizer, [SEP] as its end of sequence and a chat
+    template, saved like any local model folder."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    path = tmp_path_factory.mktemp("tiny-llama")
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=30522, hidden_size=64, intermediate_size=128, num_hidden_layers=4,
+                         num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=256,
+                         tie_word_embeddings=True, bos_token_id=101, eos_token_id=102, pad_token_id=0)
+    LlamaForCausalLM(config).save_pretrained(path)
+    tokenizer = AutoTokenizer.from_pretrained(demo_model_path())
+    tokenizer.eos_token = "[SEP]"
+    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def write_answers_csv(path: Path, rows: int = 240, seed: int = 0) -> Path:
+    """The sentiment table posed as prompts with one-word answers (columns question, answer)."""
+    import pandas as pd
+
+    table = pd.read_csv(write_sentiment_csv(path.with_suffix(".src.csv"), rows, seed))
+    table = pd.DataFrame({"question": [f"{t}. positive or negative?" for t in table["review"]],
+                          "answer": ["positive" if v == "pos" else "negative" for v in table["verdict"]]})
+    table.to_csv(path, index=False)
+    return path
+
+
 def write_sentiment_csv(path: Path, rows: int = 240, seed: int = 0, pair: bool = False) -> Path:
     """An easy two-class table: the label is given away by one word."""
     rng = random.Random(seed)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 from datasets import Dataset, Value
-from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorForSeq2Seq
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from autopeft.errors import DataError, ObjectiveError
 from autopeft.models import mark_new_modules
@@ -129,8 +129,8 @@ class CausalLM(Task):
 
         return split.map(encode, batched=True, remove_columns=split.column_names)
 
-    def collator(self, tokenizer: Any) -> DataCollatorForSeq2Seq:
-        return DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=IGNORE, padding=True)
+    def collator(self, tokenizer: Any) -> PadCausal:
+        return PadCausal(tokenizer.pad_token_id)
 
     def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return model(**batch).loss
@@ -144,6 +144,8 @@ class CausalLM(Task):
         for batch in batches:
             labels = batch["labels"]
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            # Prompt tuning returns logits for its virtual tokens too, ahead of the input's.
+            logits = logits[:, -labels.shape[1]:]
             # Token-weighted: a split's loss is per response token, whatever its batches' sizes.
             loss_sum += float(torch.nn.functional.cross_entropy(
                 logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=IGNORE,
@@ -165,6 +167,24 @@ class CausalLM(Task):
                                                     for g, r in zip(generations, references, strict=True)]))
         return Evaluation(np.array(generations, dtype=object), np.array(references, dtype=object), metrics,
                           loss, generations, references)
+
+
+class PadCausal:
+    """Right-pads a batch: ids with the pad token, labels with :data:`IGNORE`.
+
+    transformers' DataCollatorForSeq2Seq does this too, but pads labels through lists of
+    numpy arrays, which torch warns is very slow, on every batch."""
+
+    def __init__(self, pad_id: int) -> None:
+        self.pad_id = pad_id
+
+    def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
+        def pad(key: str, value: int) -> torch.Tensor:
+            return torch.nn.utils.rnn.pad_sequence([torch.as_tensor(e[key]) for e in examples],
+                                                   batch_first=True, padding_value=value)
+
+        return {"input_ids": pad("input_ids", self.pad_id), "attention_mask": pad("attention_mask", 0),
+                "labels": pad("labels", IGNORE)}
 
 
 def _longest_answer(table: Dataset) -> int:

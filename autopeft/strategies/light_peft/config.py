@@ -16,7 +16,9 @@ class LightPeftConfig(StrategyConfig):
         "help": "learning rate of the head and neuron masks (at the adapter's rate they barely "
                 "move in a short estimation)"})
     l1: float = field(default=1e-4, metadata={"help": "L1 penalty on the masks: l1 x sum |m|"})
-    head_prune: float = field(default=1 / 3, metadata={"help": "share of attention heads removed in each layer"})
+    head_prune: float = field(default=1 / 3, metadata={
+        "help": "share of attention heads removed in each layer (with grouped-query attention: of the "
+                "key/value groups, each removed with all its query heads)"})
     neuron_prune: float = field(default=1 / 3, metadata={"help": "share of FFN neurons removed, over all layers"})
     module_prune: float = field(default=0.75, metadata={
         "help": "share of adapter modules removed, the least important first"})
