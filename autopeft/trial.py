@@ -156,7 +156,7 @@ def run_trial(setup: SearchSetup, config: Config, *, save_to: Path | None = None
     failpoints.arm(config)
     trial = _Trial(setup, config)
     strategy, fidelity = trial.strategy, setup.fidelity
-    dev_loader = trial.loader(setup.dev_tokens, 64, False)
+    dev_loader = trial.loader(setup.dev_tokens, setup.task.eval_batch_size, False)
     seen, eval_seconds, timing, steps_done = 0, 0.0, {}, 0
     with PeakMemory(trial.device) as memory, Stopwatch() as wall:
         for stage in strategy.stages:
@@ -279,6 +279,6 @@ def _reload_and_evaluate(setup: SearchSetup, adapter_dir: Path, split: Dataset
     base = task.load_model(setup.model_path, setup.data)
     model = load_adapter(base, adapter_dir).to(device).eval()
     tokens = by_length(task.tokenize(split, tokenizer, setup.fidelity.max_length))
-    batches = list(loader(tokens, tokenizer, 64, False, setup.seed, task.collator(tokenizer)))
+    batches = list(loader(tokens, tokenizer, task.eval_batch_size, False, setup.seed, task.collator(tokenizer)))
     evaluation = task.evaluate(model, ({k: v.to(device) for k, v in b.items()} for b in batches), tokenizer)
     return evaluation, model, tokenizer, batches

@@ -72,20 +72,24 @@ def test_a_long_example_keeps_its_answer_and_the_end_of_its_prompt(tiny_llama_di
 
 
 def test_exact_match_is_scored_from_greedy_generation(lm_setups) -> None:
-    """Exact match agrees with transformers' own greedy ``generate`` on the same prompts."""
+    """Batched, left-padded, cached generation gives each prompt's greedy answer: the argmax
+    continuation computed one prompt at a time by full forward passes."""
     setup, optimizer = lm_setups()
     tokenizer = setup.task.load_tokenizer(setup.model_path)
     model = setup.task.load_model(setup.model_path, setup.data).eval()
     batch = next(iter(loader(setup.dev_tokens, tokenizer, 8, False, 0, setup.task.collator(tokenizer))))
-    mine = greedy_answers(model, batch, 3, tokenizer.eos_token_id, tokenizer.pad_token_id)
+    answers = greedy_answers(model, batch, 3, tokenizer.eos_token_id, tokenizer.pad_token_id)
     for i, row in enumerate(batch["input_ids"]):
-        end = int((batch["labels"][i] != IGNORE).nonzero()[0])
-        ref = model.generate(row[None, :end], attention_mask=torch.ones(1, end, dtype=torch.long),
-                             max_new_tokens=3, do_sample=False, eos_token_id=tokenizer.eos_token_id,
-                             pad_token_id=tokenizer.pad_token_id)[0, end:].tolist()
-        if tokenizer.eos_token_id in ref:
-            ref = ref[: ref.index(tokenizer.eos_token_id)]
-        assert mine[i] == ref
+        x = row[: int((batch["labels"][i] != IGNORE).nonzero()[0])][None]
+        expected = []
+        with torch.no_grad():
+            for _ in range(3):
+                token = int(model(input_ids=x).logits[0, -1].argmax())
+                if token == tokenizer.eos_token_id:
+                    break
+                expected.append(token)
+                x = torch.cat([x, torch.tensor([[token]])], 1)
+        assert answers[i] == expected
     evaluation = setup.task.evaluate(model, [batch], tokenizer)
     assert evaluation.references[:2] and set(evaluation.references) <= {"positive", "negative"}
     expected = np.mean([normalize_answer(g) == normalize_answer(r)

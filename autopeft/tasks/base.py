@@ -112,6 +112,8 @@ class Task(ABC):
     optional_columns: tuple[str, ...] = ()
     #: the transformers auto class a saved adapter's base loads with (model cards)
     auto_class: str = "AutoModel"
+    #: examples per batch when evaluating
+    eval_batch_size: int = 64
     #: whether the task brings its model (:meth:`default_model`: the demos) and data
     builtin_model: bool = False
 

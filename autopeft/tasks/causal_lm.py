@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 from datasets import Dataset, Value
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
 from autopeft.errors import DataError, ObjectiveError
 from autopeft.models import mark_new_modules
@@ -46,6 +46,9 @@ class CausalLM(Task):
     default_objectives = ("perplexity", "trainable_percent")
     required_columns = ("prompt", "response")
     auto_class = "AutoModelForCausalLM"
+    #: a dev batch's logits are batch x length x vocabulary (49k for SmolLM2): kept small so
+    #: that evaluation does not set a trial's peak memory
+    eval_batch_size = 16
 
     def __init__(self) -> None:
         #: whether every response is a short answer (then exact match is scored); set by the data
@@ -194,13 +197,7 @@ def _longest_answer(table: Dataset) -> int:
 def greedy_answers(model: torch.nn.Module, batch: dict[str, torch.Tensor], max_new_tokens: int,
                    eos_id: int, pad_id: int) -> list[list[int]]:
     """Greedy continuations of each example's prompt (its tokens before the response), up to
-    the end of sequence.
-
-    Written out rather than ``model.generate``: a full forward pass per new token, with no
-    key/value cache, runs alike for every adapter autopeft builds, hook-based ones (bottleneck,
-    per-layer prefix) and PEFT's prompt learning included, whose cache handling differs; for
-    answers of a few tokens the cache would save little.
-    """
+    the end of sequence (left out)."""
     ids, mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
     prompts = []
     for row, row_mask, row_labels in zip(ids, mask, labels, strict=True):
@@ -213,16 +210,11 @@ def greedy_answers(model: torch.nn.Module, batch: dict[str, torch.Tensor], max_n
     m = torch.zeros_like(x)
     for i, p in enumerate(prompts):
         x[i, width - len(p):], m[i, width - len(p):] = p, 1
-    out = [[] for _ in prompts]
-    done = torch.zeros(len(prompts), dtype=torch.bool, device=ids.device)
-    for _ in range(max_new_tokens):
-        positions = (m.cumsum(-1) - 1).clamp(min=0)
-        step = model(input_ids=x, attention_mask=m, position_ids=positions).logits[:, -1].argmax(-1)
-        for i, token in enumerate(step.tolist()):
-            if not done[i] and token != eos_id:
-                out[i].append(token)
-        done |= step == eos_id
-        if bool(done.all()):
-            break
-        x, m = torch.cat([x, step[:, None]], 1), torch.cat([m, torch.ones_like(m[:, :1])], 1)
-    return out
+    # A configuration of its own: the checkpoint's may ask for sampling.
+    config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eos_id,
+                              pad_token_id=pad_id)
+    out = model.generate(input_ids=x, attention_mask=m, generation_config=config)[:, width:]
+    answers = []
+    for row in out.tolist():
+        answers.append(row[: row.index(eos_id)] if eos_id in row else row)
+    return answers
