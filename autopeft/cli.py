@@ -120,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("space", metavar="NAME_OR_FILE", help="a preset name or a YAML file")
     s.add_argument("--model", help="local model folder or hub id (default: the demo model)")
     s.add_argument("--num-labels", type=int, default=2, help="labels of the task head counted in (default: 2)")
+    s.add_argument("--task", default="classification",
+                   help="how the model is loaded: classification (default), causal_lm, demo or demo-lm")
     s.add_argument("--samples", type=int, default=2000,
                    help="configurations sampled for the trainable-parameter range (default: 2000)")
 
@@ -244,7 +246,8 @@ def cmd_spaces(args: argparse.Namespace) -> int:
 def cmd_space(args: argparse.Namespace) -> int:
     from autopeft.describe import describe_space
 
-    print(describe_space(args.space, model=args.model, num_labels=args.num_labels, samples=args.samples))
+    print(describe_space(args.space, model=args.model, num_labels=args.num_labels, samples=args.samples,
+                         task=args.task))
     return EXIT_OK
 
 

@@ -123,8 +123,9 @@ class SearchConfig:
         "'demo', 'demo-lm' or a task type ('classification', 'causal_lm'); by default "
         "'classification' when data is given, else 'demo'"))
     data: DataConfig = field(default_factory=DataConfig)
-    space: str = field(default="lora", metadata=_help(
-        "search space: a preset (`autopeft spaces` lists them) or a YAML file"))
+    space: str | None = field(default=None, metadata=_help(
+        "search space: a preset (`autopeft spaces` lists them) or a YAML file (default: lora; "
+        "demo-lm: lora_llm)"))
     fixed: dict[str, Any] = field(default_factory=dict, metadata=_help("parameters pinned to a value", cli=False))
     objectives: list[str] = field(default_factory=list, metadata=_help(
         "an objective's name (built-in or plugin) or FILE.py:FUNCTION; repeat for several (default: "
@@ -135,7 +136,7 @@ class SearchConfig:
         "mobo, random, tpe, nsga2, or an installed plugin's optimizer"))
     optimizer_options: dict[str, Any] = field(default_factory=dict, metadata=_help(
         "keyword options of the optimizer", cli=False))
-    trials: int = field(default=12, metadata=_help("trials to run"))
+    trials: int | None = field(default=None, metadata=_help("trials to run (default: 12; demo-lm: 6)"))
     concurrency: int = field(default=1, metadata=_help("trials at once (CPUs and GPUs are split evenly)"))
     fidelity: Fidelity = field(default_factory=Fidelity)
     early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
@@ -170,6 +171,8 @@ class SearchConfig:
                               f"classification) to search on your data", key="task")
         for name in ("trials", "concurrency", "seed", "final_seeds"):
             value = getattr(self, name)
+            if value is None and name == "trials":  # the task's, or 12 (inputs.apply_task_defaults)
+                continue
             least = 0 if name in ("seed", "final_seeds") else 1
             if not isinstance(value, int) or isinstance(value, bool) or value < least:
                 raise ConfigError(f"must be a {'non-negative' if least == 0 else 'positive'} "

@@ -16,10 +16,11 @@ _ENUMERATION_LIMIT = 1_000_000  # assignments tried per group of linked dimensio
 
 
 def describe_space(name_or_path: str, *, model: str | None = None, num_labels: int = 2,
-                   samples: int = 2000, seed: int = 0) -> str:
+                   samples: int = 2000, seed: int = 0, task: str = "classification") -> str:
     """The space's parameters, the encoded width the optimizer sees, how many configurations it
     holds and the trainable-parameter range over ``samples`` sampled configurations, bound to
-    ``model`` (the demo model by default) with a ``num_labels`` head. Raises the same one-line
+    ``model`` loaded as ``task`` loads it (the demo model by default; a demo task's own model),
+    with a ``num_labels`` head for classification. Raises the same one-line
     errors as a search does for the same space and model."""
     from autopeft.adapters import get_adapter
     from autopeft.inputs import check_model_reference
@@ -32,15 +33,16 @@ def describe_space(name_or_path: str, *, model: str | None = None, num_labels: i
     quiet_libraries()
     spec = load_space(name_or_path)
     builder = get_adapter(spec)
-    model = model or demo_model_path()
+    kind = make_task(task)
+    model = model or (kind.default_model() if kind.builtin_model else demo_model_path())
     check_model_reference(model)
-    labels = [str(i) for i in range(num_labels)]
-    layout = model_layout(make_task("classification").load_model(model, TaskData(None, None, None, labels)))
+    labels = [str(i) for i in range(num_labels)] if kind.peft_task_type == "SEQ_CLS" else []
+    layout = model_layout(kind.load_model(model, TaskData(None, None, None, labels)))
     space = bind_space(spec, builder, layout)
 
     lines = [f"{spec.name} ({spec.source}): adapter '{spec.adapter}'" + (f" - {spec.description}" if spec.description else ""),
-             f"model {model}: {layout.num_layers} layers, {layout.num_parameters:,} parameters with a "
-             f"{num_labels}-label head", "", "parameters:"]
+             f"model {model}: {layout.num_layers} layers, {layout.num_parameters:,} parameters"
+             + (f" with a {num_labels}-label head" if labels else f" ({task})"), "", "parameters:"]
     width = max(len(p) for p in spec.parameters)
     lines += [f"  {name:<{width}}  {describe_parameter(p, layout.num_layers)}" for name, p in spec.parameters.items()]
     lines += [f"  constraint: {e.describe()}" for e in spec.constraints]

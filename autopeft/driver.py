@@ -22,7 +22,7 @@ from autopeft.config import SECTIONS, SearchConfig, config_record
 from autopeft.costs import COSTS
 from autopeft.errors import ConfigError, ModelError
 from autopeft.journal import Journal, journal_path
-from autopeft.inputs import RESULT_METRICS, check_inputs, check_model_reference, outcome_constraints
+from autopeft.inputs import RESULT_METRICS, check_inputs, task_fidelity, check_model_reference, outcome_constraints
 from autopeft.models import ModelLayout, model_layout
 from autopeft.objectives import Objective
 from autopeft.optimizers import Optimizer, make_optimizer
@@ -121,6 +121,8 @@ def load_setup(config: SearchConfig) -> SearchSetup:
     task = make_task(config.task)
     data = task.load_data(config.data.source(), config.seed)
     task.check_objectives([(o.name, o.metric) for o in objectives if o.metric], data)
+    if config.fidelity == task_fidelity(task.default_settings):
+        data.notes.append(task.default_settings["why"])
     model_path = config.model or task.default_model()
     check_model_reference(model_path)
     if Path(model_path).exists():  # Ray's workers run in folders of their own: no relative paths

@@ -163,9 +163,13 @@ def model_card(stored: StoredSearch, record: TrialRecord, run: Any, base: BaseMo
     fidelity = {k.removeprefix("fidelity."): v for k, v in params.items() if k.startswith("fidelity.")}
     id2label = {i: name for i, name in enumerate(labels)}
     stock = needs_autopeft is None
+    generative = _auto_class(info.get("task") or params.get("task")) == "AutoModelForCausalLM"
+    auto = "AutoModelForCausalLM" if generative else "AutoModelForSequenceClassification"
+    load_base = (f"base = {auto}.from_pretrained(\"{base.name}\")" if generative else
+                 f"base = {auto}.from_pretrained(\"{base.name}\", num_labels={len(labels)}, id2label={id2label!r})")
     lines = [
         "---", "library_name: peft", f"base_model: {base.name}",
-        "pipeline_tag: text-classification", "tags:", "- autopeft", f"- {adapter}", "---", "",
+        f"pipeline_tag: {'text-generation' if generative else 'text-classification'}", "tags:", "- autopeft", f"- {adapter}", "---", "",
         f"# {record.name} of autopeft search {stored.parent.info.run_name}", "",
         f"A parameter-efficient adapter for `{base.name}`, found by autopeft's "
         f"{params.get('optimizer', '?')} search over the `{params.get('space', '?')}` search space "
@@ -174,7 +178,7 @@ def model_card(stored: StoredSearch, record: TrialRecord, run: Any, base: BaseMo
         + (" **Configuration only: no weights** (train it elsewhere)." if config_only else ""), "",
         "## Task", "",
         f"- data: {params.get('data', '?')}",
-        f"- labels: {', '.join(f'{i} = {n}' for i, n in id2label.items()) or '?'}",
+        *([] if generative else [f"- labels: {', '.join(f'{i} = {n}' for i, n in id2label.items()) or '?'}"]),
         f"- examples: {params.get('train_examples', '?')} train, {params.get('dev_examples', '?')} dev, "
         f"{params.get('test_examples', '?')} test",
         "- training fidelity: " + ", ".join(f"{k} {v}" for k, v in sorted(fidelity.items())),
@@ -195,10 +199,9 @@ def model_card(stored: StoredSearch, record: TrialRecord, run: Any, base: BaseMo
         *([] if stock else [f"This adapter needs autopeft to load (`pip install autopeft`): {needs_autopeft}.", ""]),
         "```python",
         "from peft import PeftModel" if stock else "from autopeft.loading import load_adapter",
-        "from transformers import AutoModelForSequenceClassification, AutoTokenizer",
+        f"from transformers import {auto}, AutoTokenizer",
         "",
-        f"base = AutoModelForSequenceClassification.from_pretrained(\"{base.name}\", "
-        f"num_labels={len(labels)}, id2label={id2label!r})",
+        load_base,
         ("model = PeftModel.from_pretrained(base, \"PATH/TO/THIS/FOLDER\").eval()" if stock
          else "model = load_adapter(base, \"PATH/TO/THIS/FOLDER\").eval()"),
         f"tokenizer = AutoTokenizer.from_pretrained(\"{base.name}\")",
@@ -210,6 +213,17 @@ def model_card(stored: StoredSearch, record: TrialRecord, run: Any, base: BaseMo
                   "configuration names that folder. Export with `--base-model HUB_ID` to name it "
                   "as other machines would load it.", ""]
     return "\n".join(lines)
+
+
+def _auto_class(task: str | None) -> str:
+    """The transformers auto class the task's base model loads with (unknown tasks: classification)."""
+    from autopeft.errors import AutopeftError
+    from autopeft.tasks.base import TASKS
+
+    try:
+        return TASKS.get(task).auto_class if task else "AutoModelForSequenceClassification"
+    except AutopeftError:  # a task of a plugin no longer installed: the card still writes
+        return "AutoModelForSequenceClassification"
 
 
 def register(client: MlflowClient, stored: StoredSearch, records: list[TrialRecord], folders: list[Path],

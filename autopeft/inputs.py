@@ -7,11 +7,12 @@ loads the model and data, so that the Python API checks in the same order.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 from autopeft.baselines import resolve_baselines
-from autopeft.config import SearchConfig
+from autopeft.config import Fidelity, SearchConfig
 from autopeft.costs import COSTS, RUNG_COSTS, TRIAL_FIGURES
 from autopeft.errors import ConfigError, DataError, ModelError, ObjectiveError
 from autopeft.objectives import Objective, resolve_objectives
@@ -42,7 +43,6 @@ def check_inputs(config: SearchConfig) -> CheckedInputs:
                           key="optimizer")
     if config.baselines:
         resolve_baselines(config.baselines)
-    spec = load_space(config.space)
     for key in ("train_file", "dev_file", "test_file"):
         path = getattr(config.data, key)
         if path is not None and not Path(path).exists():
@@ -59,6 +59,8 @@ def check_inputs(config: SearchConfig) -> CheckedInputs:
                           key="model")
     if not config.objectives:
         config.objectives = list(task.default_objectives)
+    apply_task_defaults(config, task.default_settings)
+    spec = load_space(config.space)
     objectives = resolve_objectives(config.objectives)
     if len(objectives) < 2:
         raise ObjectiveError("a multi-objective search needs at least two objectives", key="objective")
@@ -70,6 +72,25 @@ def check_inputs(config: SearchConfig) -> CheckedInputs:
     check_early_stopping(config, objectives)
     constraints = outcome_constraints(config, [o.name for o in objectives])
     return CheckedInputs(objectives, constraints, spec)
+
+
+#: what a search uses for the settings left unset, unless its task says otherwise
+UNSET_DEFAULTS = {"trials": 12, "space": "lora"}
+
+
+def apply_task_defaults(config: SearchConfig, settings: dict) -> None:
+    """The task's ``default_settings`` (else :data:`UNSET_DEFAULTS`) for the settings
+    ``config`` leaves unset; its fidelity where every fidelity setting is the default."""
+    for key, default in UNSET_DEFAULTS.items():
+        if getattr(config, key) is None:
+            setattr(config, key, settings.get(key, default))
+    if "fidelity" in settings and config.fidelity == Fidelity():
+        config.fidelity = task_fidelity(settings)
+
+
+def task_fidelity(settings: dict) -> Fidelity | None:
+    """The fidelity a task's ``default_settings`` give, if they give one."""
+    return dataclasses.replace(Fidelity(), **settings["fidelity"]) if "fidelity" in settings else None
 
 
 def check_early_stopping(config: SearchConfig, objectives: list[Objective]) -> None:

@@ -16,6 +16,15 @@ with autopeft's loader. Each run is its own process (peak memory is the process'
 set, which never shrinks), on 2 threads, one after the other; times are only comparable from a
 run on an otherwise idle machine. Rows are appended to ``OUT/runs.csv``; a rerun skips the
 (strategy, seed, learning rate) rows already there.
+
+``--task demo-lm`` runs the same comparison on SmolLM2-135M-Instruct (30 layers, grouped-query
+attention) answering "fresh"/"rotten" at demo-lm's fidelity (160 training examples of at most
+96 tokens, batches of 8: 20 steps; 64 dev examples), the "accuracy" columns then holding exact
+match from greedy generation; the test split is not scored there (``--no-test``: about 75 s a
+run):
+
+    .venv/bin/python benchmarks/strategies.py --task demo-lm --grid 1e-3 --select-seed 0 --seeds 0 \
+        --no-test --out benchmarks/results/lm_strategies
 """
 
 from __future__ import annotations
@@ -44,36 +53,46 @@ KNOBS = {
                    "light_peft_neuron_prune": 0.3333, "light_peft_module_prune": 0.75,
                    "light_peft_rank_prune": 0.5},
 }
+#: per task: its metric, and the fidelity every run trains at
+TASKS = {
+    "demo": {"metric": "accuracy", "fidelity": {"max_train_examples": 2000, "epochs": 1, "max_length": 64,
+                                                "batch_size": 16}},
+    "demo-lm": {"metric": "exact_match", "fidelity": {"max_train_examples": 160, "max_eval_examples": 64,
+                                                      "epochs": 1, "max_length": 96, "batch_size": 8}},
+}
 FIELDS = ["strategy", "seed", "learning_rate", "dev_accuracy", "test_accuracy", "trainable_params", "base_params",
           "layer_params", "examples_per_second", "train_seconds", "last_stage_examples_per_second",
           "peak_memory_mb", "report"]
 
 
-def run_one(strategy: str, seed: int, learning_rate: float) -> dict:
+def run_one(strategy: str, seed: int, learning_rate: float, task: str = "demo", test: bool = True) -> dict:
     """One trial in this process; the row for runs.csv."""
     import torch
 
     from autopeft.config import SearchConfig
-    from autopeft.driver import prepare
+    from autopeft.driver import load_setup, prepare
     from autopeft.config import Fidelity
     from autopeft.trial import evaluate_adapter, run_trial
 
     torch.set_num_threads(2)
     fixed = {"strategy": strategy, **FIXED, **KNOBS[strategy], "learning_rate": learning_rate}
-    if fixed.get("layers") is True:
-        fixed["layers"] = [True] * 6
-    config = SearchConfig(task="demo", space="strategies", optimizer="random", seed=seed, fixed=fixed,
-                          fidelity=Fidelity(max_train_examples=2000, epochs=1, max_length=64, batch_size=16))
+    settings = TASKS[task]
+    config = SearchConfig(task=task, space="strategies", optimizer="random", seed=seed, fixed={},
+                          fidelity=Fidelity(**settings["fidelity"]))
+    if fixed.get("layers") is True:  # every layer of the model
+        fixed["layers"] = [True] * load_setup(config).layout.num_layers
+    config.fixed = fixed
     setup, optimizer = prepare(config)
+    metric = settings["metric"]
     with tempfile.TemporaryDirectory() as tmp:
         result = run_trial(setup, optimizer.ask(), save_to=Path(tmp))
-        test = evaluate_adapter(setup, Path(tmp), setup.data.test).metrics["accuracy"]
+        test = evaluate_adapter(setup, Path(tmp), setup.data.test).metrics[metric] if test else float("nan")
     layers = sum(p.numel() for p in setup.task.load_model(setup.model_path, setup.data)
                  .get_submodule(setup.layout.layers_path).parameters())
     last = [k for k in result.timing if k.endswith("_stage_examples_per_second")][-1]
     report = {k: v for k, v in result.strategy.items() if not isinstance(v, (dict, list))}
     return {"strategy": strategy, "seed": seed, "learning_rate": learning_rate,
-            "dev_accuracy": result.metrics["accuracy"],
+            "dev_accuracy": result.metrics[metric],
             "test_accuracy": test, "trainable_params": int(result.cost["trainable_params"]),
             "base_params": int(result.cost["base_params"]),
             "layer_params": int(result.strategy.get("light_peft_layer_params_after", layers)),
@@ -143,9 +162,9 @@ def report(out: Path, select_seed: int, seeds: list[int]) -> str:
     return "\n".join(lines)
 
 
-def run_and_append(path: Path, strategy: str, seed: int, lr: float) -> dict | None:
-    proc = subprocess.run([sys.executable, __file__, "--one", strategy, str(seed), str(lr)],
-                          capture_output=True, text=True)
+def run_and_append(path: Path, strategy: str, seed: int, lr: float, task: str, test: bool) -> dict | None:
+    proc = subprocess.run([sys.executable, __file__, "--one", strategy, str(seed), str(lr), "--task", task,
+                           *([] if test else ["--no-test"])], capture_output=True, text=True)
     if proc.returncode != 0:
         print(f"{strategy} seed {seed} lr {lr:g} failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
         return None
@@ -169,10 +188,12 @@ def main() -> None:
     parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=STRATEGIES)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/strategies"))
     parser.add_argument("--report", action="store_true", help="only print the tables of runs.csv")
+    parser.add_argument("--task", choices=sorted(TASKS), default="demo")
+    parser.add_argument("--no-test", action="store_true", help="do not score the test split")
     parser.add_argument("--one", nargs=3, metavar=("STRATEGY", "SEED", "LR"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(run_one(args.one[0], int(args.one[1]), float(args.one[2]))))
+        print(json.dumps(run_one(args.one[0], int(args.one[1]), float(args.one[2]), args.task, not args.no_test)))
         return
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "runs.csv"
@@ -183,12 +204,12 @@ def main() -> None:
         for strategy in args.strategies:
             for lr in args.grid:
                 if (strategy, args.select_seed, lr) not in done():
-                    run_and_append(path, strategy, args.select_seed, lr)
+                    run_and_append(path, strategy, args.select_seed, lr, args.task, not args.no_test)
         chosen = selected_rates(read_rows(path), args.select_seed)
         for seed in args.seeds:
             for strategy in args.strategies:
                 if strategy in chosen and (strategy, seed, chosen[strategy]) not in done():
-                    run_and_append(path, strategy, seed, chosen[strategy])
+                    run_and_append(path, strategy, seed, chosen[strategy], args.task, not args.no_test)
     table = report(args.out, args.select_seed, args.seeds)
     (args.out / "table.txt").write_text(table + "\n")
     print(table)

@@ -103,10 +103,18 @@ def test_training_teaches_the_answers(lm_setups) -> None:
     setup, optimizer = lm_setups(train_examples=160, layers=[True] * 4, rank=[8] * 4, alpha_multiplier=2,
                                  target_modules=["attn_q", "attn_v", "ffn_up", "ffn_down"], learning_rate=5e-3)
     setup.fidelity.epochs = 6
-    result = run_trial(setup, optimizer.ask())
+    result = run_trial(setup, optimizer.ask(), keep_model=True)
     assert result.metrics["exact_match"] >= 0.8, result.curves
     assert result.curves[-1]["dev_loss"] < result.curves[0]["dev_loss"]
     assert result.cost["peak_memory_mb"] > 0
+    # Answers read off the teacher-forced pass (where greedy decoding reproduces the
+    # reference) are what generating every answer gives.
+    task, tokenizer, model = setup.task, setup.task.load_tokenizer(setup.model_path), result.model.eval()
+    batch = next(iter(loader(setup.dev_tokens, tokenizer, 16, False, 0, task.collator(tokenizer))))
+    evaluation = task.evaluate(model, [batch], tokenizer)
+    generated = greedy_answers(model, batch, 4, tokenizer.eos_token_id, tokenizer.pad_token_id)
+    assert evaluation.generations == [tokenizer.decode(g) for g in generated]
+    assert sum(g == r for g, r in zip(evaluation.generations, evaluation.references)) >= 12
 
 
 def test_long_responses_have_no_exact_match(tmp_path, tiny_llama_dir) -> None:
@@ -201,3 +209,18 @@ def test_bottleneck_adapters_find_the_llama_mlp(lm_setups, space, tmp_path) -> N
     setup, optimizer = lm_setups(space, serial_k=3, parallel_k=3, prefix_k=3)
     assert setup.layout.roles["ffn_up"] == "mlp.up_proj" and setup.layout.roles["ffn_down"] == "mlp.down_proj"
     _train_generate_reload(setup, optimizer, tmp_path, reload_with_peft=False)
+
+
+def test_demo_lm_picks_its_budget_only_where_the_user_left_the_defaults(tmp_path) -> None:
+    from autopeft.inputs import check_inputs
+
+    config = SearchConfig(task="demo-lm", output_dir=str(tmp_path))
+    check_inputs(config)
+    assert (config.trials, config.space, config.fidelity.max_train_examples, config.fidelity.max_length) == \
+        (6, "lora_llm", 160, 96)
+    assert config.objectives == ["exact_match", "trainable_percent", "peak_memory_mb"]
+    mine = SearchConfig(task="demo-lm", trials=3, space="lora", fidelity=Fidelity(max_train_examples=32),
+                        output_dir=str(tmp_path))
+    check_inputs(mine)
+    assert (mine.trials, mine.space, mine.fidelity.max_train_examples, mine.fidelity.max_length) == \
+        (3, "lora", 32, 64)

@@ -176,11 +176,16 @@ def test_the_wheel_installed_in_a_fresh_environment_works_from_an_empty_folder(t
     assert listed.returncode == 0 and [line.split()[0] for line in listed.stdout.splitlines()] == presets
     for i, preset in enumerate(presets):
         extra = ["--objective", "macro_f1", "--objective", "trainable_percent"] if preset == "lora" else []
-        done = run([autopeft, "search", "--task", "demo", "--space", preset, "--output-dir", f"runs-{i}",
+        # The decoder preset on the causal-LM demo: SmolLM2 from its GGUF file, real generation.
+        task = "demo-lm" if preset == "lora_llm" else "demo"
+        done = run([autopeft, "search", "--task", task, "--space", preset, "--output-dir", f"runs-{i}",
                     *extra, *TINY], empty)
         assert done.returncode == 0, f"{preset}: {done.stderr[-3000:]}"
         assert "Pareto front (1 of 1 trials, 0 failed" in done.stdout, preset
         if preset == "lora":
             rows = json.loads(run([autopeft, "front", "--format", "json", "--output-dir", f"runs-{i}"], empty).stdout)
             assert rows and "macro_f1" in rows[0] and "test_macro_f1" in rows[0]
+        if preset == "lora_llm":
+            rows = json.loads(run([autopeft, "front", "--format", "json", "--output-dir", f"runs-{i}"], empty).stdout)
+            assert {"exact_match", "test_exact_match", "test_perplexity", "peak_memory_mb"} <= set(rows[0])
     assert sorted(p.name for p in empty.iterdir()) == [f"runs-{i}" for i in range(len(presets))]

@@ -8,6 +8,8 @@ import ray
 import autopeft
 from autopeft.space import presets
 
+from conftest import write_answers_csv
+
 pytestmark = pytest.mark.slow
 
 
@@ -20,8 +22,12 @@ def local_ray():
 
 
 @pytest.mark.parametrize("preset", presets())
-def test_preset_search_on_the_demo(preset, local_ray, tmp_path) -> None:
-    result = autopeft.search(task="demo", space=preset, optimizer="random", trials=2, seed=1,
+def test_preset_search_on_the_demo(preset, local_ray, tmp_path, tiny_llama_dir) -> None:
+    # The decoder preset on a tiny LLaMA answering questions (the demo's model is an encoder).
+    task = {"task": "demo"} if preset != "lora_llm" else {
+        "task": "causal_lm", "model": str(tiny_llama_dir), "train_file": str(write_answers_csv(tmp_path / "qa.csv")),
+        "prompt_column": "question", "response_column": "answer", "objectives": ["exact_match", "peak_memory_mb"]}
+    result = autopeft.search(**task, space=preset, optimizer="random", trials=2, seed=1,
                              max_train_examples=32, max_eval_examples=32, max_length=32,
                              output_dir=str(tmp_path), experiment=preset, progress=False)
     errors = [t.error for t in result.trials if t.status != "completed"]

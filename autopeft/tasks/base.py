@@ -114,6 +114,10 @@ class Task(ABC):
     auto_class: str = "AutoModel"
     #: examples per batch when evaluating
     eval_batch_size: int = 64
+    #: settings a search of this task uses where the user's config leaves them unset
+    #: (``trials``, ``space``; ``fidelity``: where every fidelity setting is the default), with
+    #: ``why``: the line that says so
+    default_settings: dict[str, Any] = {}
     #: whether the task brings its model (:meth:`default_model`: the demos) and data
     builtin_model: bool = False
 

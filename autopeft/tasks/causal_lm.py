@@ -92,6 +92,27 @@ class CausalLM(Task):
                                          f"{SHORT_ANSWER_WORDS} words each); this data's responses are "
                                          f"longer: use perplexity", key="objective")
 
+    def _answers(self, model: torch.nn.Module, batch: dict[str, torch.Tensor], logits: torch.Tensor,
+                 tokenizer: Any) -> tuple[list[list[int]], list[list[int]]]:
+        """Each example's greedy answer and its reference (token ids, end of sequence left out).
+
+        An example whose reference greedy decoding reproduces needs no generation: its answer
+        is the reference (that halves evaluation once a model has learned the answers); the
+        others are generated."""
+        eos = tokenizer.eos_token_id
+        labels = batch["labels"]
+        references = [[t for t in row[row != IGNORE].tolist() if t != eos] for row in labels]
+        greedy = _greedy_by_teacher_forcing(logits, labels)
+        answers: list[list[int]] = [list(r) if hit else [] for r, hit in zip(references, greedy.tolist(), strict=True)]
+        rest = (~greedy).nonzero().flatten()
+        if len(rest):
+            subset = {k: v[rest] for k, v in batch.items()}
+            longest = max(len(references[i]) for i in rest.tolist()) + 1
+            for i, answer in zip(rest.tolist(), greedy_answers(model, subset, longest, eos, tokenizer.pad_token_id),
+                                 strict=True):
+                answers[i] = answer
+        return answers, references
+
     def load_tokenizer(self, model_path: str) -> Any:
         tokenizer = AutoTokenizer.from_pretrained(model_path)
         if tokenizer.pad_token is None:  # LLaMA-style tokenizers have none; padding is masked anyway
@@ -157,11 +178,8 @@ class CausalLM(Task):
             if self.short_answers:
                 if tokenizer is None:
                     raise ValueError("exact match needs the tokenizer to decode generations")
-                answers = [row[row != IGNORE].tolist() for row in labels]
-                eos = tokenizer.eos_token_id
-                references += [tokenizer.decode([t for t in a if t != eos]) for a in answers]
-                generated = greedy_answers(model, batch, max(len(a) for a in answers), eos,
-                                           tokenizer.pad_token_id)
+                generated, answers = self._answers(model, batch, logits, tokenizer)
+                references += [tokenizer.decode(a) for a in answers]
                 generations += [tokenizer.decode(g) for g in generated]
         loss = loss_sum / max(tokens, 1)
         metrics = {"perplexity": math.exp(min(loss, 50.0))}
@@ -192,6 +210,14 @@ class PadCausal:
 
 def _longest_answer(table: Dataset) -> int:
     return max(len(a.split()) for a in column_values(table, "response"))
+
+
+def _greedy_by_teacher_forcing(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Which examples greedy decoding would answer with exactly their reference (end of
+    sequence included): those whose every reference token is the argmax given the tokens
+    before it, read off the loss's own forward pass."""
+    hits = (logits[:, :-1].argmax(-1) == labels[:, 1:]) | (labels[:, 1:] == IGNORE)
+    return hits.all(-1)
 
 
 def greedy_answers(model: torch.nn.Module, batch: dict[str, torch.Tensor], max_new_tokens: int,

