@@ -23,6 +23,7 @@ def describe_space(name_or_path: str, *, model: str | None = None, num_labels: i
     with a ``num_labels`` head for classification. Raises the same one-line
     errors as a search does for the same space and model."""
     from autopeft.adapters import get_adapter
+    from autopeft.errors import ConfigError
     from autopeft.inputs import check_model_reference
     from autopeft.models import model_layout
     from autopeft.driver import bind_space, parameter_counter
@@ -34,6 +35,8 @@ def describe_space(name_or_path: str, *, model: str | None = None, num_labels: i
     spec = load_space(name_or_path)
     builder = get_adapter(spec)
     kind = make_task(task)
+    if not model and not kind.builtin_model and kind.peft_task_type != "SEQ_CLS":
+        raise ConfigError(f"--model is required to describe a space for a {task} task", key="model")
     model = model or (kind.default_model() if kind.builtin_model else demo_model_path())
     check_model_reference(model)
     labels = [str(i) for i in range(num_labels)] if kind.peft_task_type == "SEQ_CLS" else []

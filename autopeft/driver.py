@@ -121,8 +121,8 @@ def load_setup(config: SearchConfig) -> SearchSetup:
     task = make_task(config.task)
     data = task.load_data(config.data.source(), config.seed)
     task.check_objectives([(o.name, o.metric) for o in objectives if o.metric], data)
-    if config.fidelity == task_fidelity(task.default_settings):
-        data.notes.append(task.default_settings["why"])
+    if task.defaults.why and config.fidelity == task_fidelity(task.defaults):
+        data.notes.append(task.defaults.why)
     model_path = config.model or task.default_model()
     check_model_reference(model_path)
     if Path(model_path).exists():  # Ray's workers run in folders of their own: no relative paths
@@ -132,7 +132,7 @@ def load_setup(config: SearchConfig) -> SearchSetup:
         layout = model_layout(task.load_model(model_path, data))
     except (OSError, ValueError) as err:
         raise ModelError(f"cannot load: {str(err).splitlines()[0]}", source=model_path, key="model") from None
-    fixed = {**model_option_pins(spec, data), **config.fixed}
+    fixed = {**model_option_pins(spec, data, config.fixed), **config.fixed}
     space = bind_space(spec, builder, layout, fixed)
 
     fid = config.fidelity
@@ -147,11 +147,14 @@ def load_setup(config: SearchConfig) -> SearchSetup:
                        layout=layout, space=space, objectives=objectives, fidelity=fid, seed=config.seed)
 
 
-def model_option_pins(spec: SpaceSpec, data: TaskData) -> dict[str, Any]:
+def model_option_pins(spec: SpaceSpec, data: TaskData, fixed: dict[str, Any]) -> dict[str, Any]:
     """Model-loading dimensions this machine cannot search, pinned off, each with a note
-    (``data.notes``) saying why: 4-bit base weights without a GPU or bitsandbytes."""
+    (``data.notes``) saying why: 4-bit base weights without a GPU or bitsandbytes (an input
+    error where the user pinned them on)."""
     param = spec.parameters.get("quantization")
     reason = quantization_unavailable()
+    if fixed.get("quantization") == "4bit" and reason:
+        raise ConfigError(reason, key="fixed.quantization")
     if param is None or reason is None or "4bit" not in param.extremes():
         return {}
     data.notes.append(f"quantization pinned to 'none': {reason}")
@@ -343,6 +346,9 @@ def run_search(config: SearchConfig, *, progress: bool = True, resume: str | boo
     ``resume``: continue the search with that run id (True: the experiment's latest), whose
     driver died, with the same ``config``."""
     started = time.monotonic()
+    # Checking fills in what the task decides (objectives, trials, space, fidelity): on a copy,
+    # so that the caller's config still means "the task's" for its next search.
+    config = dataclasses.replace(config)
     setup, optimizer = prepare(config)
     objectives = [ObjectiveInfo(o.name, o.direction) for o in setup.objectives]
     out_dir = Path(config.output_dir)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from pathlib import Path
 
 from autopeft.baselines import resolve_baselines
@@ -20,6 +21,9 @@ from autopeft.optimizers.base import OPTIMIZERS
 from autopeft.optimizers.outcomes import OutcomeConstraint, parse_constraints
 from autopeft.schedulers import SCHEDULERS
 from autopeft.space import SpaceSpec, load_space
+
+if TYPE_CHECKING:
+    from autopeft.tasks.base import TaskDefaults
 
 #: the metrics outcome constraints may name besides objectives and ``dev_*`` metrics
 RESULT_METRICS = frozenset({*COSTS, *TRIAL_FIGURES})
@@ -59,7 +63,7 @@ def check_inputs(config: SearchConfig) -> CheckedInputs:
                           key="model")
     if not config.objectives:
         config.objectives = list(task.default_objectives)
-    apply_task_defaults(config, task.default_settings)
+    apply_task_defaults(config, task.defaults)
     spec = load_space(config.space)
     objectives = resolve_objectives(config.objectives)
     if len(objectives) < 2:
@@ -78,19 +82,19 @@ def check_inputs(config: SearchConfig) -> CheckedInputs:
 UNSET_DEFAULTS = {"trials": 12, "space": "lora"}
 
 
-def apply_task_defaults(config: SearchConfig, settings: dict) -> None:
-    """The task's ``default_settings`` (else :data:`UNSET_DEFAULTS`) for the settings
-    ``config`` leaves unset; its fidelity where every fidelity setting is the default."""
+def apply_task_defaults(config: SearchConfig, defaults: TaskDefaults) -> None:
+    """The task's ``defaults`` (else :data:`UNSET_DEFAULTS`) for the settings ``config``
+    leaves unset; its fidelity where no fidelity setting differs from its default."""
     for key, default in UNSET_DEFAULTS.items():
         if getattr(config, key) is None:
-            setattr(config, key, settings.get(key, default))
-    if "fidelity" in settings and config.fidelity == Fidelity():
-        config.fidelity = task_fidelity(settings)
+            setattr(config, key, getattr(defaults, key) or default)
+    if defaults.fidelity and config.fidelity == Fidelity():
+        config.fidelity = task_fidelity(defaults)
 
 
-def task_fidelity(settings: dict) -> Fidelity | None:
-    """The fidelity a task's ``default_settings`` give, if they give one."""
-    return dataclasses.replace(Fidelity(), **settings["fidelity"]) if "fidelity" in settings else None
+def task_fidelity(defaults: TaskDefaults) -> Fidelity | None:
+    """The fidelity a task's ``defaults`` give, if they give one."""
+    return dataclasses.replace(Fidelity(), **defaults.fidelity) if defaults.fidelity else None
 
 
 def check_early_stopping(config: SearchConfig, objectives: list[Objective]) -> None:

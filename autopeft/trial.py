@@ -3,6 +3,7 @@ measure what it cost, and compute the objectives."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -276,8 +277,15 @@ def _reload_and_evaluate(setup: SearchSetup, adapter_dir: Path, split: Dataset
     device = pick_device()
     task = setup.task
     tokenizer = task.load_tokenizer(setup.model_path)
-    base = task.load_model(setup.model_path, setup.data)
-    model = load_adapter(base, adapter_dir).to(device).eval()
+    # The base as the adapter trained on it (bf16, 4-bit): dev and test score the same model.
+    info = adapter_dir / ADAPTER_INFO
+    config = json.loads(info.read_text())["config"] if info.is_file() else {}
+    options = dataclasses.replace(ModelOptions.from_values(setup.space.assemble(config) if config else {}),
+                                  gradient_checkpointing=False)
+    base = task.load_model(setup.model_path, setup.data, options)
+    model = load_adapter(base, adapter_dir).eval()
+    if options.quantization == "none":  # a 4-bit model is placed on its GPU as it loads
+        model = model.to(device)
     tokens = by_length(task.tokenize(split, tokenizer, setup.fidelity.max_length))
     batches = list(loader(tokens, tokenizer, task.eval_batch_size, False, setup.seed, task.collator(tokenizer)))
     evaluation = task.evaluate(model, ({k: v.to(device) for k, v in b.items()} for b in batches), tokenizer)

@@ -59,16 +59,24 @@ def test_prompt_tokens_are_masked_and_the_response_ends_with_eos(lm_setups) -> N
     assert prompt.startswith("user says the") and prompt.endswith("[SEP] assistant says")
 
 
-def test_a_long_example_keeps_its_answer_and_the_end_of_its_prompt(tiny_llama_dir) -> None:
+def test_a_long_example_keeps_its_answer_and_both_ends_of_its_prompt(tiny_llama_dir) -> None:
     from datasets import Dataset
 
     task = make_task("causal_lm")
+    task.chat_template = True
     tokenizer = task.load_tokenizer(str(tiny_llama_dir))
-    split = Dataset.from_dict({"prompt": ["word " * 100 + "final question?"], "response": ["yes"]})
-    row = task.tokenize(split, tokenizer, max_length=16)[0]
-    assert len(row["input_ids"]) == 16
-    assert tokenizer.decode(row["input_ids"][-2:]) == "yes [SEP]"
-    assert "question?" in tokenizer.decode(row["input_ids"][:-2])
+    split = Dataset.from_dict({"prompt": ["word " * 100 + "final question?", "short question?"],
+                               "response": ["yes", "answer " * 100]})
+    long_prompt, long_answer = task.tokenize(split, tokenizer, max_length=16)
+    assert len(long_prompt["input_ids"]) == 16 and long_prompt["labels"][:-2] == [IGNORE] * 14
+    assert tokenizer.decode(long_prompt["input_ids"][-2:]) == "yes [SEP]"
+    prompt = tokenizer.decode(long_prompt["input_ids"][:-2])
+    assert prompt.startswith("user says word") and prompt.endswith("question? [SEP] assistant says")
+    # A response too long keeps its start, after the whole (short) prompt, and no end of sequence.
+    assert len(long_answer["input_ids"]) == 16
+    answer = [t for t in long_answer["labels"] if t != IGNORE]
+    assert tokenizer.decode(answer) == " ".join(["answer"] * len(answer)) and tokenizer.eos_token_id not in answer
+    assert tokenizer.decode(long_answer["input_ids"][:16 - len(answer)]).endswith("assistant says")
 
 
 def test_exact_match_is_scored_from_greedy_generation(lm_setups) -> None:
@@ -78,12 +86,13 @@ def test_exact_match_is_scored_from_greedy_generation(lm_setups) -> None:
     tokenizer = setup.task.load_tokenizer(setup.model_path)
     model = setup.task.load_model(setup.model_path, setup.data).eval()
     batch = next(iter(loader(setup.dev_tokens, tokenizer, 8, False, 0, setup.task.collator(tokenizer))))
-    answers = greedy_answers(model, batch, 3, tokenizer.eos_token_id, tokenizer.pad_token_id)
+    # Answers of one token and the end of sequence: evaluation generates 2 tokens at most.
+    answers = greedy_answers(model, batch, 2, tokenizer.eos_token_id, tokenizer.pad_token_id)
     for i, row in enumerate(batch["input_ids"]):
         x = row[: int((batch["labels"][i] != IGNORE).nonzero()[0])][None]
         expected = []
         with torch.no_grad():
-            for _ in range(3):
+            for _ in range(2):
                 token = int(model(input_ids=x).logits[0, -1].argmax())
                 if token == tokenizer.eos_token_id:
                     break
@@ -91,11 +100,13 @@ def test_exact_match_is_scored_from_greedy_generation(lm_setups) -> None:
                 x = torch.cat([x, torch.tensor([[token]])], 1)
         assert answers[i] == expected
     evaluation = setup.task.evaluate(model, [batch], tokenizer)
-    assert evaluation.references[:2] and set(evaluation.references) <= {"positive", "negative"}
-    expected = np.mean([normalize_answer(g) == normalize_answer(r)
-                        for g, r in zip(evaluation.generations, evaluation.references)])
-    assert evaluation.metrics["exact_match"] == expected
-    assert evaluation.metrics["perplexity"] == pytest.approx(math.exp(evaluation.loss))
+    # The split's loss is transformers' own: the mean over response tokens, the prompt masked.
+    with torch.no_grad():
+        assert evaluation.loss == pytest.approx(float(model(**batch).loss), rel=1e-5)
+    assert evaluation.generations == [tokenizer.decode(a) for a in answers]
+    assert len(evaluation.references) == 8 and set(evaluation.references) <= {"positive", "negative"}
+    assert evaluation.metrics["exact_match"] == np.mean([g.strip() == r for g, r in
+                                                         zip(evaluation.generations, evaluation.references)])
 
 
 def test_training_teaches_the_answers(lm_setups) -> None:

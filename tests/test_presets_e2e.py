@@ -23,10 +23,16 @@ def local_ray():
 
 @pytest.mark.parametrize("preset", presets())
 def test_preset_search_on_the_demo(preset, local_ray, tmp_path, tiny_llama_dir) -> None:
+    @autopeft.objective("maximize")
+    def answered(trial: autopeft.TrialOutput) -> float:  # a closure: pickled by value for Ray
+        assert len(trial.generations) == len(trial.references) and set(trial.references) <= {"positive", "negative"}
+        return float(len(trial.generations))
+
     # The decoder preset on a tiny LLaMA answering questions (the demo's model is an encoder).
     task = {"task": "demo"} if preset != "lora_llm" else {
         "task": "causal_lm", "model": str(tiny_llama_dir), "train_file": str(write_answers_csv(tmp_path / "qa.csv")),
-        "prompt_column": "question", "response_column": "answer", "objectives": ["exact_match", "peak_memory_mb"]}
+        "prompt_column": "question", "response_column": "answer",
+        "objectives": ["exact_match", "peak_memory_mb", answered]}
     result = autopeft.search(**task, space=preset, optimizer="random", trials=2, seed=1,
                              max_train_examples=32, max_eval_examples=32, max_length=32,
                              output_dir=str(tmp_path), experiment=preset, progress=False)
@@ -34,3 +40,6 @@ def test_preset_search_on_the_demo(preset, local_ray, tmp_path, tiny_llama_dir) 
     assert not errors, errors
     assert result.front and all(m.test_metrics for m in result.front)
     assert all(t.metrics["trainable_params"] > 0 for t in result.trials)
+    if preset == "lora_llm":  # a custom objective got every dev example's generation
+        seen = {t.objectives["answered"] for t in result.trials}
+        assert len(seen) == 1 and 20 <= seen.pop() <= 28  # the dev split: a tenth of 240

@@ -95,6 +95,18 @@ MODEL_OPTIONS: dict[str, ValueRule] = {
 }
 
 
+@dataclass(frozen=True)
+class TaskDefaults:
+    """Settings a task picks for its searches: ``trials`` and ``space`` where the config leaves
+    them unset, ``fidelity`` (Fidelity's field values) where no fidelity setting differs from
+    its default; ``why``: the line the search prints when the fidelity applies."""
+
+    trials: int | None = None
+    space: str | None = None
+    fidelity: dict[str, int] | None = None
+    why: str = ""
+
+
 class Task(ABC):
     """A kind of fine-tuning. Subclasses register with :func:`register_task`."""
 
@@ -114,10 +126,8 @@ class Task(ABC):
     auto_class: str = "AutoModel"
     #: examples per batch when evaluating
     eval_batch_size: int = 64
-    #: settings a search of this task uses where the user's config leaves them unset
-    #: (``trials``, ``space``; ``fidelity``: where every fidelity setting is the default), with
-    #: ``why``: the line that says so
-    default_settings: dict[str, Any] = {}
+    #: what a search of this task uses where the user's config leaves it unset
+    defaults: TaskDefaults = TaskDefaults()
     #: whether the task brings its model (:meth:`default_model`: the demos) and data
     builtin_model: bool = False
 

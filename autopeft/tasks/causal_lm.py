@@ -135,17 +135,24 @@ class CausalLM(Task):
 
     def tokenize(self, split: Dataset, tokenizer: Any, max_length: int) -> Dataset:
         """``input_ids`` = prompt + response + end of sequence, ``labels`` = the same with the
-        prompt masked. Too long an example loses the start of its prompt (its end, next to
-        the answer, says what to answer), then the end of its response."""
+        prompt masked. An example over ``max_length`` keeps at least half of it for its prompt;
+        a prompt too long loses its middle (its start holds the chat template's header and
+        instructions, its end the question next to the answer); a response too long loses its
+        end, and then gets no end of sequence (it is not where the answer ends)."""
         if self.chat_template and not getattr(tokenizer, "chat_template", None):
             raise DataError("--chat-template is set but the model's tokenizer has no chat template")
+        if max_length < 4:
+            raise DataError(f"a causal_lm task needs --max-length of at least 4, got {max_length}")
         eos = tokenizer.eos_token_id
 
         def encode(batch: dict) -> dict:
             out: dict[str, list] = {"input_ids": [], "attention_mask": [], "labels": []}
             for prompt, response in zip(batch["prompt"], batch["response"], strict=True):
-                answer = tokenizer(response, add_special_tokens=False)["input_ids"][: max_length - 2] + [eos]
-                question = self._prompt_ids(prompt, tokenizer)[-(max_length - len(answer)):]
+                question = self._prompt_ids(prompt, tokenizer)
+                answer = tokenizer(response, add_special_tokens=False)["input_ids"] + [eos]
+                room = max(max_length - min(len(question), max_length // 2), 1)
+                answer = answer if len(answer) <= room else answer[:room]
+                question = shorten_middle(question, max_length - len(answer))
                 out["input_ids"].append(question + answer)
                 out["attention_mask"].append([1] * (len(question) + len(answer)))
                 out["labels"].append([IGNORE] * len(question) + answer)
@@ -186,8 +193,18 @@ class CausalLM(Task):
         if self.short_answers:
             metrics["exact_match"] = float(np.mean([normalize_answer(g) == normalize_answer(r)
                                                     for g, r in zip(generations, references, strict=True)]))
-        return Evaluation(np.array(generations, dtype=object), np.array(references, dtype=object), metrics,
+        # predictions/labels as exact match compares them; the raw text in generations/references
+        return Evaluation(np.array([normalize_answer(g) for g in generations], dtype=object),
+                          np.array([normalize_answer(r) for r in references], dtype=object), metrics,
                           loss, generations, references)
+
+
+def shorten_middle(ids: list[int], length: int) -> list[int]:
+    """``ids`` cut to ``length`` by dropping tokens from the middle (a quarter kept from the start)."""
+    if len(ids) <= length:
+        return ids
+    head = length // 4
+    return ids[:head] + ids[len(ids) - (length - head):]
 
 
 class PadCausal:

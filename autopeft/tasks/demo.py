@@ -17,7 +17,7 @@ import pandas as pd
 from datasets import Dataset
 
 from autopeft.errors import DataError, ModelError
-from autopeft.tasks.base import TaskData, register_task
+from autopeft.tasks.base import TaskData, TaskDefaults, register_task
 from autopeft.tasks.causal_lm import CausalLM
 from autopeft.tasks.classification import SequenceClassification
 from autopeft.tasks.data import DataSource
@@ -84,15 +84,12 @@ class DemoLM(CausalLM):
     default_objectives = ("exact_match", "trainable_percent", "peak_memory_mb")
     #: SmolLM2 trains at about 2.3 examples/s and scores about 3/s on 2 CPU cores (measured
     #: with benchmarks/lm_strategies.py): about 100 s a trial at this fidelity
-    default_settings = {
-        "trials": 6,
-        "space": "lora_llm",
-        "fidelity": {"max_train_examples": 160, "max_eval_examples": 64, "max_length": 96, "batch_size": 8},
-        "why": "demo-lm: 6 trials of LoRA (lora_llm) on 160 training and 64 dev examples (length 96, "
-               "batch 8): about 100 s a "
-               "trial on 2 CPU cores, under 15 min with the front's test scores; set --trials or any "
-               "fidelity flag to choose your own",
-    }
+    defaults = TaskDefaults(
+        trials=6, space="lora_llm",
+        fidelity={"max_train_examples": 160, "max_eval_examples": 64, "max_length": 96, "batch_size": 8},
+        why="demo-lm's budget: LoRA (lora_llm) on 160 training and 64 dev examples (length 96, batch 8), "
+            "about 80 s a trial on 2 CPU cores, 6 trials and the front's test scores in under 15 min; any "
+            "fidelity setting that differs from its default replaces this fidelity, --trials the 6 trials")
     #: snippets the demo draws (stratified): its test split (a tenth) is scored by generation
     #: for every front member, at about 3 examples/s on 2 CPU cores
     corpus_size = 2000

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from autopeft.errors import ModelError
 from autopeft.tasks.base import ModelOptions
 
 
@@ -27,7 +28,7 @@ def load_pretrained(auto_class: Any, model_path: str, options: ModelOptions, **k
     if options.quantization == "4bit":
         reason = quantization_unavailable()
         if reason:
-            raise RuntimeError(reason)
+            raise ModelError(reason)
         from transformers import BitsAndBytesConfig
 
         # QLoRA's recipe (Dettmers et al. 2023): NF4 storage, double quantisation, bf16 compute.
@@ -44,7 +45,7 @@ def load_pretrained(auto_class: Any, model_path: str, options: ModelOptions, **k
                                                 gradient_checkpointing_kwargs={"use_reentrant": False})
     elif options.gradient_checkpointing:
         if not getattr(model, "supports_gradient_checkpointing", False):
-            raise ValueError(f"{type(model).__name__} does not support gradient checkpointing")
+            raise ModelError(f"{type(model).__name__} does not support gradient checkpointing")
         # Non-reentrant checkpointing lets gradients reach adapters when no input requires
         # grad (frozen embeddings); the reentrant default would need enable_input_require_grads.
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
