@@ -65,19 +65,23 @@ def test_constraint_steers_asks(space):
     """Memory (the encoding's sum) under a bound that few random configurations meet, and
     that the unconstrained search, chasing quality (the encoding's mean), overshoots."""
     bound = 6.0
-    # One seed's comparison, pinned to the numerics it was checked with: BoTorch's fused kernel
-    # (without it, this seed ties at 7 of 12 feasible asks each).
-    opt = make_optimizer("mobo", space, DIRECTIONS, seed=0, **FAST, fused_kernel=True,
-                         outcome_constraints={"memory": ("<=", bound)})
-    free = make_optimizer("mobo", space, DIRECTIONS, seed=0, **FAST, fused_kernel=True)
-    drive(opt, space, 18)  # 12 model asks after the 6 initial designs
-    drive(free, space, 18)
 
     def feasible_share(o):
         asked = [c for c, _, _ in o._observed][FAST["n_initial"]:]
         return np.mean([space.encode(c).sum() <= bound for c in asked])
 
-    assert feasible_share(opt) > feasible_share(free)
+    # Over three seeds: one seed's 12 asks tie on some machines (7 of 12 feasible each), as
+    # the acquisition's floating-point sums round differently from CPU to CPU.
+    shares = {"constrained": [], "free": []}
+    for seed in range(3):
+        opt = make_optimizer("mobo", space, DIRECTIONS, seed=seed, **FAST, fused_kernel=True,
+                             outcome_constraints={"memory": ("<=", bound)})
+        free = make_optimizer("mobo", space, DIRECTIONS, seed=seed, **FAST, fused_kernel=True)
+        drive(opt, space, 18)  # 12 model asks after the 6 initial designs
+        drive(free, space, 18)
+        shares["constrained"].append(feasible_share(opt))
+        shares["free"].append(feasible_share(free))
+    assert np.mean(shares["constrained"]) > np.mean(shares["free"]), shares
 
 
 def test_constraint_on_an_objective_index(space):
