@@ -83,12 +83,12 @@ class DemoLM(CausalLM):
     builtin_model = True
     default_objectives = ("exact_match", "trainable_percent", "peak_memory_mb")
     #: SmolLM2 trains at about 2.3 examples/s and scores about 3/s on 2 CPU cores (measured
-    #: with benchmarks/lm_strategies.py): about 100 s a trial at this fidelity
+    #: with benchmarks/strategies.py --task demo-lm): about 85 s a trial at this fidelity
     defaults = TaskDefaults(
         trials=6, space="lora_llm",
         fidelity={"max_train_examples": 160, "max_eval_examples": 64, "max_length": 96, "batch_size": 8},
         why="demo-lm's budget: LoRA (lora_llm) on 160 training and 64 dev examples (length 96, batch 8), "
-            "about 80 s a trial on 2 CPU cores, 6 trials and the front's test scores in under 15 min; any "
+            "about 85 s a trial on 2 CPU cores, 6 trials and the front's test scores in under 15 min; any "
             "fidelity setting that differs from its default replaces this fidelity, --trials the 6 trials")
     #: snippets the demo draws (stratified): its test split (a tenth) is scored by generation
     #: for every front member, at about 3 examples/s on 2 CPU cores
