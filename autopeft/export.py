@@ -163,8 +163,8 @@ def model_card(stored: StoredSearch, record: TrialRecord, run: Any, base: BaseMo
     fidelity = {k.removeprefix("fidelity."): v for k, v in params.items() if k.startswith("fidelity.")}
     id2label = {i: name for i, name in enumerate(labels)}
     stock = needs_autopeft is None
-    generative = _auto_class(info.get("task") or params.get("task")) == "AutoModelForCausalLM"
-    auto = "AutoModelForCausalLM" if generative else "AutoModelForSequenceClassification"
+    auto = _auto_class(info.get("task") or params.get("task"))
+    generative = auto == "AutoModelForCausalLM"
     load_base = (f"base = {auto}.from_pretrained(\"{base.name}\")" if generative else
                  f"base = {auto}.from_pretrained(\"{base.name}\", num_labels={len(labels)}, id2label={id2label!r})")
     lines = [

@@ -23,7 +23,7 @@ from autopeft.schedulers import SCHEDULERS
 from autopeft.space import SpaceSpec, load_space
 
 if TYPE_CHECKING:
-    from autopeft.tasks.base import TaskDefaults
+    from autopeft.tasks.base import Task, TaskDefaults
 
 #: the metrics outcome constraints may name besides objectives and ``dev_*`` metrics
 RESULT_METRICS = frozenset({*COSTS, *TRIAL_FIGURES})
@@ -61,9 +61,7 @@ def check_inputs(config: SearchConfig) -> CheckedInputs:
     if not task.builtin_model and not config.model:
         raise ConfigError(f"--model is required for a {config.task} task (only demo tasks bring their own)",
                           key="model")
-    if not config.objectives:
-        config.objectives = list(task.default_objectives)
-    apply_task_defaults(config, task.defaults)
+    apply_task_defaults(config, task)
     spec = load_space(config.space)
     objectives = resolve_objectives(config.objectives)
     if len(objectives) < 2:
@@ -82,9 +80,12 @@ def check_inputs(config: SearchConfig) -> CheckedInputs:
 UNSET_DEFAULTS = {"trials": 12, "space": "lora"}
 
 
-def apply_task_defaults(config: SearchConfig, defaults: TaskDefaults) -> None:
-    """The task's ``defaults`` (else :data:`UNSET_DEFAULTS`) for the settings ``config``
-    leaves unset; its fidelity where no fidelity setting differs from its default."""
+def apply_task_defaults(config: SearchConfig, task: Task) -> None:
+    """The task's objectives and ``defaults`` (else :data:`UNSET_DEFAULTS`) for the settings
+    ``config`` leaves unset; its fidelity where no fidelity setting differs from its default."""
+    defaults = task.defaults
+    if not config.objectives:
+        config.objectives = list(task.default_objectives)
     for key, default in UNSET_DEFAULTS.items():
         if getattr(config, key) is None:
             setattr(config, key, getattr(defaults, key) or default)

@@ -194,10 +194,8 @@ def run_trial(setup: SearchSetup, config: Config, *, save_to: Path | None = None
         "examples_per_second": seen / max(train_seconds, 1e-9),
     }
     output = TrialOutput(config=dict(config), values=trial.values, model=model, tokenizer=trial.tokenizer,
-                         predictions=outcome.best.predictions, labels=outcome.best.labels,
-                         metrics=outcome.best.metrics, cost=cost, dev_batches=list(dev_loader),
-                         label_names=setup.data.label_names, device=str(trial.device),
-                         generations=outcome.best.generations, references=outcome.best.references)
+                         cost=cost, dev_batches=list(dev_loader), label_names=setup.data.label_names,
+                         device=str(trial.device), **_outputs(outcome.best))
     objectives = {o.name: o(output) for o in setup.objectives}
     if save_to is not None:
         save_adapter(model, save_to, setup, config, trial)
@@ -205,6 +203,12 @@ def run_trial(setup: SearchSetup, config: Config, *, save_to: Path | None = None
                   train_steps=float(steps_done))
     return TrialResult(objectives, outcome.best.metrics, cost, outcome.curves, outcome.best_epoch, timing,
                        {"name": strategy.name, **strategy.report()}, model if keep_model else None)
+
+
+def _outputs(evaluation: Evaluation) -> dict[str, Any]:
+    """What an objective receives of an evaluation (the TrialOutput fields it fills)."""
+    return {"predictions": evaluation.predictions, "labels": evaluation.labels, "metrics": evaluation.metrics,
+            "generations": evaluation.generations, "references": evaluation.references}
 
 
 class _Rungs:
@@ -227,10 +231,8 @@ class _Rungs:
                 "trainable_percent": 100.0 * trainable / setup.layout.num_parameters,
                 "base_params": float(self.base_params), "peak_memory_mb": self.memory.so_far()}
         output = TrialOutput(config=dict(self.config), values=self.trial.values, model=loop.model,
-                             tokenizer=self.trial.tokenizer, predictions=evaluation.predictions,
-                             labels=evaluation.labels, metrics=evaluation.metrics, cost=cost,
-                             label_names=setup.data.label_names, device=str(self.trial.device),
-                             generations=evaluation.generations, references=evaluation.references)
+                             tokenizer=self.trial.tokenizer, cost=cost, label_names=setup.data.label_names,
+                             device=str(self.trial.device), **_outputs(evaluation))
         loop.model.eval()
         try:
             values = {f"{OBJECTIVE_PREFIX}{o.name}": o(output) for o in setup.objectives}
@@ -264,10 +266,8 @@ def score_adapter(setup: SearchSetup, adapter_dir: Path, split: Dataset, config:
     saved adapter on ``split``: each objective is called with that split's predictions."""
     evaluation, model, tokenizer, batches = _reload_and_evaluate(setup, adapter_dir, split)
     output = TrialOutput(config=dict(config), values=setup.space.assemble(config), model=model,
-                         tokenizer=tokenizer, predictions=evaluation.predictions, labels=evaluation.labels,
-                         metrics=evaluation.metrics, cost=cost, dev_batches=batches,
-                         label_names=setup.data.label_names, device=str(next(model.parameters()).device),
-                         generations=evaluation.generations, references=evaluation.references)
+                         tokenizer=tokenizer, cost=cost, dev_batches=batches, label_names=setup.data.label_names,
+                         device=str(next(model.parameters()).device), **_outputs(evaluation))
     return {**evaluation.metrics, **{o.name: o(output) for o in setup.objectives if o.test}}
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,12 +19,10 @@ from datasets import Dataset
 from transformers import AutoTokenizer, DataCollatorWithPadding
 
 from autopeft.errors import ConfigError, ObjectiveError
+from autopeft.objectives import Direction
 from autopeft.plugins import Registry, subclass_of
 from autopeft.space.values import ValueRule
 from autopeft.tasks.data import DataSource
-
-Direction = Literal["maximize", "minimize"]
-
 
 @dataclass(frozen=True)
 class Metric:
