@@ -39,12 +39,13 @@ class EarlyStopping:
     """Which trials stop before the end of their training, and where they are judged."""
 
     scheduler: str = field(default="fifo", metadata=_help(
-        "'fifo' (every trial trains to the end) or 'moasha' (stop trials that rank low on all "
+        "'fifo' (every trial trains to the end), 'fifo_rungs' (the same, scored on dev at moasha's rungs "
+        "on the way) or 'moasha' (stop trials that rank low on all "
         "objectives at rungs: multi-objective successive halving)"))
     reduction_factor: int = field(default=3, metadata=_help(
         "moasha: a trial goes past a rung if it ranks in the top 1/N of the trials that reached it"))
     rungs: int = field(default=2, metadata=_help(
-        "moasha: rungs at 1/N^k of a trial's training, k = rungs..1"))
+        "moasha, fifo_rungs: rungs at 1/N^k of a trial's training, k = rungs..1"))
 
 
 @dataclass
@@ -142,6 +143,9 @@ class SearchConfig:
     early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
     limits: Limits = field(default_factory=Limits)
     seed: int = field(default=0, metadata=_help("seed of data splits, initial designs and training"))
+    training_seed: int | None = field(default=None, metadata=_help(
+        "seed of each trial's training alone (default: --seed): the same splits and configurations "
+        "trained again with another seed measure the training noise"))
     tracking_uri: str | None = field(default=None, metadata=_help(
         "MLflow tracking URI (default: sqlite in the output dir)"))
     experiment: str = field(default="autopeft", metadata=_help("MLflow experiment name"))
@@ -169,11 +173,11 @@ class SearchConfig:
             raise ConfigError(f"the {self.task} task uses its own data, but {given[0].replace('_', '-')} was "
                               f"given; leave out --task {self.task} (or set a task type such as "
                               f"classification) to search on your data", key="task")
-        for name in ("trials", "concurrency", "seed", "final_seeds"):
+        for name in ("trials", "concurrency", "seed", "training_seed", "final_seeds"):
             value = getattr(self, name)
-            if value is None and name == "trials":  # the task's, or 12 (inputs.apply_task_defaults)
+            if value is None and name in ("trials", "training_seed"):  # the task's, or 12; --seed
                 continue
-            least = 0 if name in ("seed", "final_seeds") else 1
+            least = 0 if name in ("seed", "training_seed", "final_seeds") else 1
             if not isinstance(value, int) or isinstance(value, bool) or value < least:
                 raise ConfigError(f"must be a {'non-negative' if least == 0 else 'positive'} "
                                   f"integer, got {value!r}", key=name)

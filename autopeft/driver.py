@@ -144,7 +144,8 @@ def load_setup(config: SearchConfig) -> SearchSetup:
     return SearchSetup(task=task, model_path=model_path, data=data,
                        train_tokens=task.tokenize(train, tokenizer, fid.max_length),
                        dev_tokens=by_length(task.tokenize(dev, tokenizer, fid.max_length)),
-                       layout=layout, space=space, objectives=objectives, fidelity=fid, seed=config.seed)
+                       layout=layout, space=space, objectives=objectives, fidelity=fid,
+                       seed=config.seed if config.training_seed is None else config.training_seed)
 
 
 def model_option_pins(spec: SpaceSpec, data: TaskData, fixed: dict[str, Any]) -> dict[str, Any]:
@@ -325,7 +326,7 @@ def _search_params(config: SearchConfig, setup: SearchSetup, objectives: list[Ob
     """What the parent run's params say of the search."""
     params = {"model": setup.model_path, "task": config.task, "space": setup.space.spec.name,
               "space_file": setup.space.spec.source, "optimizer": config.optimizer, "trials": config.trials,
-              "concurrency": config.concurrency, "seed": config.seed,
+              "concurrency": config.concurrency, "seed": config.seed, "training_seed": config.training_seed,
               "objectives": ",".join(f"{o.name}:{o.direction}" for o in objectives),
               "optimizer_options": config.optimizer_options,
               "fixed": config.fixed, "train_examples": len(setup.train_tokens),

@@ -129,13 +129,14 @@ def evaluate_front(client: MlflowClient, stored: StoredSearch, *, seeds: int = 3
         config.objectives = list(objectives)
     setup = load_setup(config)  # the search's seed: the same data splits as the search
     names = [o.name for o in setup.objectives]
-    runs = [(e, setup, config.seed + i, i) for e in map(MemberEvaluation, front) for i in range(seeds)]
+    # setup.seed: the seed the search's trials trained with (its training seed where one was given)
+    runs = [(e, setup, setup.seed + i, i) for e in map(MemberEvaluation, front) for i in range(seeds)]
     runs += baseline_jobs(setup, baselines or [], seeds)
     run_ids: dict[int, str] = {}
 
     # Training is seeded: at the search's fidelity and seed, a front member's trial is its own
     # retraining, so its scores stand for that seed rather than training it again.
-    reused = [config.fidelity == searched and seed == config.seed and not e.baseline
+    reused = [config.fidelity == searched and seed == setup.seed and not e.baseline
               and bool(e.trial.test_metrics) and all(n in e.trial.objectives for n in names)
               for e, _, seed, _ in runs]
 

@@ -72,13 +72,14 @@ def task_options(task: str, out: Path) -> dict:
             "label_column": "topic"}
 
 
-def local_ray(cpus: int | None) -> None:
-    """A Ray of ``cpus`` CPUs started here: every search of this process uses it (the runner
-    only starts its own when none is running), and its CPUs set each trial's threads."""
-    if cpus:
+def local_ray(cpus: int | None, gpus: int | None = None) -> None:
+    """A Ray of ``cpus`` CPUs (and ``gpus`` GPUs) started here: every search of this process
+    uses it (the runner only starts its own when none is running), and its CPUs set each
+    trial's threads."""
+    if cpus or gpus is not None:
         import ray
 
-        ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False,
+        ray.init(address="local", num_cpus=cpus, num_gpus=gpus, include_dashboard=False, log_to_driver=False,
                  configure_logging=False, logging_level="ERROR")
 
 

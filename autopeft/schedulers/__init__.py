@@ -1,6 +1,7 @@
 """Trial schedulers: whether a running trial trains on, decided from what it reported.
 
-``fifo`` lets every trial finish. ``moasha`` is multi-objective asynchronous successive
+``fifo`` lets every trial finish (``fifo_rungs`` too, evaluating each at MO-ASHA's rungs on the
+way, for tables that replay early stopping). ``moasha`` is multi-objective asynchronous successive
 halving (MO-ASHA: Schmucker et al., 2021; Salinas et al., 2021; Syne Tune's ``MOASHA`` is the
 reference): each trial evaluates on dev at rungs (fractions of its training) and goes on past
 a rung only if it ranks in the top ``1 / reduction_factor`` of the trials that reached that
@@ -36,7 +37,8 @@ def _subclass_of_scheduler(item: Any) -> None:
 #: ``autopeft.schedulers``); the implementations import Ray, so they load on first lookup
 SCHEDULERS: Registry[type[Scheduler]] = Registry(
     "schedulers", check=_subclass_of_scheduler, error=ConfigError, key="early_stopping.scheduler",
-    lazy={"fifo": "autopeft.schedulers.base", "moasha": "autopeft.schedulers.moasha"})
+    lazy={"fifo": "autopeft.schedulers.base", "fifo_rungs": "autopeft.schedulers.base",
+          "moasha": "autopeft.schedulers.moasha"})
 
 
 def register_scheduler(name: str) -> Callable[[type[Scheduler]], type[Scheduler]]:

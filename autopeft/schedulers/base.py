@@ -33,5 +33,21 @@ class Scheduler(FIFOScheduler):
         return ()
 
 
+def rung_milestones(settings: EarlyStopping) -> tuple[float, ...]:
+    """MO-ASHA's rungs: ``reduction_factor ** -k`` of a trial's training, k = rungs, ..., 1."""
+    return tuple(settings.reduction_factor ** -k for k in range(settings.rungs, 0, -1))
+
+
+class RungReports(Scheduler):
+    """Runs every trial to its end, evaluating it on dev at MO-ASHA's rungs on the way
+    (``fifo_rungs``): the learning curves a table of trials needs to replay early stopping
+    (``benchmarks/peft_table.py``), at the cost of those evaluations and nothing stopped."""
+
+    @property
+    def milestones(self) -> tuple[float, ...]:
+        return rung_milestones(self.settings)
+
+
 # Registered here, not by decorator: the registry's check needs the class bound first.
 register_scheduler("fifo")(Scheduler)
+register_scheduler("fifo_rungs")(RungReports)

@@ -12,7 +12,7 @@ from ray.tune.schedulers import TrialScheduler
 
 from autopeft.config import EarlyStopping
 from autopeft.schedulers import register_scheduler
-from autopeft.schedulers.base import PROGRESS, Scheduler
+from autopeft.schedulers.base import PROGRESS, Scheduler, rung_milestones
 from autopeft.trial import OBJECTIVE_PREFIX
 
 
@@ -75,8 +75,7 @@ class MOASHA(Scheduler):
 
     def __init__(self, objectives: Mapping[str, str], settings: EarlyStopping) -> None:
         super().__init__(objectives, settings)
-        eta = settings.reduction_factor
-        self._milestones = tuple(eta ** -k for k in range(settings.rungs, 0, -1))
+        self._milestones = rung_milestones(settings)
         #: per rung, the loss vector (all objectives minimised) of each trial that reached it
         self.rungs: list[dict[str, np.ndarray]] = [{} for _ in self._milestones]
 
