@@ -143,6 +143,9 @@ class SearchConfig:
     early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
     limits: Limits = field(default_factory=Limits)
     seed: int = field(default=0, metadata=_help("seed of data splits, initial designs and training"))
+    data_seed: int | None = field(default=None, metadata=_help(
+        "seed of the data splits and subsets alone (default: --seed): searches with other seeds on "
+        "the same data"))
     training_seed: int | None = field(default=None, metadata=_help(
         "seed of each trial's training alone (default: --seed): the same splits and configurations "
         "trained again with another seed measure the training noise"))
@@ -173,11 +176,11 @@ class SearchConfig:
             raise ConfigError(f"the {self.task} task uses its own data, but {given[0].replace('_', '-')} was "
                               f"given; leave out --task {self.task} (or set a task type such as "
                               f"classification) to search on your data", key="task")
-        for name in ("trials", "concurrency", "seed", "training_seed", "final_seeds"):
+        for name in ("trials", "concurrency", "seed", "data_seed", "training_seed", "final_seeds"):
             value = getattr(self, name)
-            if value is None and name in ("trials", "training_seed"):  # the task's, or 12; --seed
+            if value is None and name in ("trials", "data_seed", "training_seed"):  # the task's, or 12; --seed
                 continue
-            least = 0 if name in ("seed", "training_seed", "final_seeds") else 1
+            least = 0 if name in ("seed", "data_seed", "training_seed", "final_seeds") else 1
             if not isinstance(value, int) or isinstance(value, bool) or value < least:
                 raise ConfigError(f"must be a {'non-negative' if least == 0 else 'positive'} "
                                   f"integer, got {value!r}", key=name)

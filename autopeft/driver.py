@@ -119,7 +119,8 @@ def load_setup(config: SearchConfig) -> SearchSetup:
     builder = get_adapter(spec)
 
     task = make_task(config.task)
-    data = task.load_data(config.data.source(), config.seed)
+    data_seed = config.seed if config.data_seed is None else config.data_seed
+    data = task.load_data(config.data.source(), data_seed)
     task.check_objectives([(o.name, o.metric) for o in objectives if o.metric], data)
     if task.defaults.why and config.fidelity == task_fidelity(task.defaults):
         data.notes.append(task.defaults.why)
@@ -136,10 +137,10 @@ def load_setup(config: SearchConfig) -> SearchSetup:
     space = bind_space(spec, builder, layout, fixed)
 
     fid = config.fidelity
-    train = data.train.shuffle(seed=config.seed)
+    train = data.train.shuffle(seed=data_seed)
     if fid.max_train_examples:
         train = train.select(range(min(fid.max_train_examples, len(train))))
-    dev = data.dev if not fid.max_eval_examples else data.dev.shuffle(seed=config.seed).select(
+    dev = data.dev if not fid.max_eval_examples else data.dev.shuffle(seed=data_seed).select(
         range(min(fid.max_eval_examples, len(data.dev))))
     return SearchSetup(task=task, model_path=model_path, data=data,
                        train_tokens=task.tokenize(train, tokenizer, fid.max_length),
@@ -326,7 +327,8 @@ def _search_params(config: SearchConfig, setup: SearchSetup, objectives: list[Ob
     """What the parent run's params say of the search."""
     params = {"model": setup.model_path, "task": config.task, "space": setup.space.spec.name,
               "space_file": setup.space.spec.source, "optimizer": config.optimizer, "trials": config.trials,
-              "concurrency": config.concurrency, "seed": config.seed, "training_seed": config.training_seed,
+              "concurrency": config.concurrency, "seed": config.seed,
+              "data_seed": config.data_seed, "training_seed": config.training_seed,
               "objectives": ",".join(f"{o.name}:{o.direction}" for o in objectives),
               "optimizer_options": config.optimizer_options,
               "fixed": config.fixed, "train_examples": len(setup.train_tokens),

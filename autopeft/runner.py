@@ -209,6 +209,13 @@ class _Forward(Callback):
         for listener in self.listeners:
             listener.on_start(trial.trial_id, trial.config["params"], trial.config.get("number"))
 
+    def _seen_start(self, trial: Any) -> None:
+        """A trial that ends without having started (its worker could not even load the
+        trainable: a missing module on a node) is started for the listeners first, so that it
+        is recorded as failed rather than unknown to them."""
+        if trial.trial_id not in self._started:
+            self.on_trial_start(0, [], trial)
+
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         if STATUS not in result:
             for listener in self.listeners:
@@ -219,6 +226,7 @@ class _Forward(Callback):
         if trial.trial_id in self._done:
             return
         self._done.add(trial.trial_id)
+        self._seen_start(trial)
         if result.get(STATUS) == "completed":
             adapter = Path(trial.checkpoint.path) / "adapter" if trial.checkpoint else None
             for listener in self.listeners:
@@ -242,6 +250,7 @@ class _Forward(Callback):
         if trial.trial_id in self._done:
             return
         self._done.add(trial.trial_id)
+        self._seen_start(trial)
         error = trial.get_error() if hasattr(trial, "get_error") else None
         died = "its worker process died (killed, crashed, or out of memory on its node)"
         message = str(error).strip().splitlines()[-1] if error else died

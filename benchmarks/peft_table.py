@@ -36,11 +36,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from real_task import bbc_csv, local_ray  # noqa: E402  (benchmarks/ is not a package)
 
+TASKS = ("demo", "bbc")
 SPACE = Path(__file__).parents[1] / "examples" / "lora_demo.yaml"
 #: the demo's fidelity (examples/demo.yaml)
 FIDELITY = {"max_train_examples": 1200, "max_length": 48, "batch_size": 8, "max_eval_examples": 300}
 RUNGS = {"scheduler": "fifo_rungs", "reduction_factor": 3, "rungs": 2}
-FIELDS = ["task", "training_seed", "trial", "status", "config", "accuracy", "dev_loss", "trainable_percent",
+FIELDS = ["task", "search_seed", "training_seed", "trial", "status", "config", "accuracy", "dev_loss", "trainable_percent",
           "trainable_params", "rungs", "train_seconds", "examples_per_second", "peak_memory_mb", "node",
           "error"]
 
@@ -53,28 +54,22 @@ def task_options(task: str, out: Path) -> dict:
             "label_column": "topic"}
 
 
-def rows_of(result, task: str, training_seed: int) -> list[dict]:
+def rows_of(result, task: str, search_seed: int, training_seed: int) -> list[dict]:
     """One row per trial of a finished search."""
     rows = []
     for t in sorted(result.trials, key=lambda t: t.number):
         rungs = {f"{p['progress']:.3f}": {"accuracy": p.get("dev_accuracy"), "loss": p.get("dev_loss")}
                  for p in t.curves if "progress" in p and p.get("progress", 1) < 1 and "dev_accuracy" in p}
         m = t.metrics
-        rows.append({"task": task, "training_seed": training_seed, "trial": t.number, "status": t.status,
-                     "config": json.dumps(t.config, sort_keys=True), "accuracy": t.objectives.get("accuracy", ""),
-                     "dev_loss": m.get("dev_loss", ""), "trainable_percent": t.objectives.get("trainable_percent", ""),
+        rows.append({"task": task, "search_seed": search_seed, "training_seed": training_seed, "trial": t.number,
+                     "status": t.status, "config": json.dumps(t.config, sort_keys=True),
+                     "accuracy": t.objectives.get("accuracy", ""), "dev_loss": m.get("dev_loss", ""),
+                     "trainable_percent": t.objectives.get("trainable_percent", ""),
                      "trainable_params": m.get("trainable_params", ""), "rungs": json.dumps(rungs),
                      "train_seconds": m.get("train_seconds", ""), "examples_per_second": m.get("examples_per_second", ""),
                      "peak_memory_mb": m.get("peak_memory_mb", ""), "node": t.node or "",
                      "error": (t.error or "").splitlines()[0][:200] if t.error else ""})
     return rows
-
-
-def written(path: Path) -> set[int]:
-    if not path.exists():
-        return set()
-    with path.open() as fh:
-        return {int(r["training_seed"]) for r in csv.DictReader(fh)}
 
 
 def _append(path: Path, rows: list[dict]) -> None:
@@ -86,68 +81,90 @@ def _append(path: Path, rows: list[dict]) -> None:
         writer.writerows(rows)
 
 
-def run_build(args: argparse.Namespace) -> None:
+def _search(args: argparse.Namespace, task: str, search_seed: int, training_seed: int, trials: int,
+            budget: float | None, first: list[dict] | None = None) -> None:
+    """One random search of ``trials`` trials on data split 0, its rows appended to the table;
+    ``first``: configurations to train before any random one (a retraining of those)."""
     import autopeft
 
+    options = {"warm_start": first, "optimizer_options": {"n_initial": len(first)}} if first else {}
+    with tempfile.TemporaryDirectory() as tmp:
+        result = autopeft.search(
+            **task_options(task, args.out), space=str(SPACE), optimizer="random", trials=trials, seed=search_seed,
+            data_seed=0, training_seed=training_seed, concurrency=args.concurrency, **FIDELITY, **RUNGS,
+            gpus_per_trial=args.gpus_per_trial, cpus_per_trial=args.cpus_per_trial, ray_address=args.ray_address,
+            time_budget=budget, output_dir=args.work or tmp, experiment=f"table-{task}", progress=args.progress,
+            **options)
+    rows = rows_of(result, task, search_seed, training_seed)
+    _append(args.out / f"{task}.csv", rows)
+    ok = sum(r["status"] == "completed" for r in rows)
+    print(f"{task} search seed {search_seed}, training seed {training_seed}: {ok}/{len(rows)} completed "
+          f"in {result.seconds:.0f} s", flush=True)
+
+
+def run_search(args: argparse.Namespace) -> None:
     local_ray(args.cpus, gpus=args.gpus)
     for task in args.tasks:
-        path = args.out / f"{task}.csv"
-        done = written(path)
-        plan = [(0, args.trials)] + [(s, args.noise_trials) for s in (1, 2) if args.noise_trials]
-        for training_seed, trials in plan:
-            if training_seed in done:
-                continue
-            with tempfile.TemporaryDirectory() as tmp:
-                result = autopeft.search(
-                    **task_options(task, args.out), space=str(SPACE), optimizer="random", trials=trials, seed=0,
-                    training_seed=training_seed, concurrency=args.concurrency, **FIDELITY, **RUNGS,
-                    gpus_per_trial=args.gpus_per_trial, cpus_per_trial=args.cpus_per_trial,
-                    ray_address=args.ray_address,
-                    time_budget=args.budgets[min(training_seed, len(args.budgets) - 1)] if args.budgets else None,
-                    output_dir=args.work or tmp, experiment=f"table-{task}", progress=args.progress)
-            rows = rows_of(result, task, training_seed)
-            _append(path, rows)
-            ok = sum(r["status"] == "completed" for r in rows)
-            print(f"{task} training seed {training_seed}: {ok}/{len(rows)} completed in {result.seconds:.0f} s",
-                  flush=True)
+        for search_seed in args.search_seeds:
+            if any(r["training_seed"] == "0" for r in read_table(args.out / f"{task}.csv").get(search_seed, [])):
+                continue  # written by an earlier run
+            _search(args, task, search_seed, 0, args.trials, args.budget)
+
+
+def run_retrain(args: argparse.Namespace) -> None:
+    """The first ``--first`` configurations of search seed 0 trained again with each of
+    ``--training-seeds``, those without a completed row for that seed only."""
+    local_ray(args.cpus, gpus=args.gpus)
+    for task in args.tasks:
+        for training_seed in args.training_seeds:
+            rows = read_table(args.out / f"{task}.csv").get(0, [])
+            done = {r["config"] for r in rows if r["training_seed"] == str(training_seed) and r["status"] == "completed"}
+            first = sorted((r for r in rows if r["training_seed"] == "0" and int(r["trial"]) <= args.first),
+                           key=lambda r: int(r["trial"]))
+            todo = [json.loads(r["config"]) for r in first if r["config"] not in done][:args.at_most]
+            if todo:
+                _search(args, task, 0, training_seed, len(todo), args.budget, first=todo)
 
 
 def read_table(path: Path) -> dict[int, list[dict]]:
-    """A task's rows by training seed."""
+    """A task's rows by search seed (none when the table is not there yet)."""
     by_seed: dict[int, list[dict]] = defaultdict(list)
-    with path.open() as fh:
-        for row in csv.DictReader(fh):
-            by_seed[int(row["training_seed"])].append(row)
+    if path.exists():
+        with path.open() as fh:
+            for row in csv.DictReader(fh):
+                by_seed[int(row["search_seed"])].append(row)
     return by_seed
 
 
 def summary(args: argparse.Namespace) -> str:
+    """Each table's size, its accuracies, and the noise of one trial from the retrained rows."""
     lines = []
-    for path in sorted(args.out.glob("*.csv")):
-        by_seed = read_table(path)
-        main = {r["config"]: r for r in by_seed.get(0, []) if r["status"] == "completed"}
-        acc = np.array([float(r["accuracy"]) for r in main.values()])
-        lines.append(f"{path.stem}: {len(by_seed.get(0, []))} trials with training seed 0 "
-                     f"({len(main)} completed, {len(set(main))} distinct), "
-                     + ", ".join(f"{len(rows)} with seed {s}" for s, rows in sorted(by_seed.items()) if s))
+    for path in [args.out / f"{task}.csv" for task in TASKS if (args.out / f"{task}.csv").exists()]:
+        rows = [r for seed_rows in read_table(path).values() for r in seed_rows]
+        pool = {r["config"]: r for r in rows if r["training_seed"] == "0" and r["status"] == "completed"}
+        searches = sorted({int(r["search_seed"]) for r in rows})
+        acc = np.array([float(r["accuracy"]) for r in pool.values()])
+        lines.append(f"{path.stem}: {len(pool)} distinct configurations trained (training seed 0, "
+                     f"{sum(r['training_seed'] == '0' for r in rows)} trials in {len(searches)} random searches; "
+                     f"the others failed or were cut by a time budget)")
         if len(acc):
-            lines.append(f"  dev accuracy: mean {acc.mean():.3f}, max {acc.max():.3f}, "
-                         f"share at the most common value {np.mean(acc == np.bincount(np.round(acc * 300).astype(int)).argmax() / 300):.2f}")
-        seeds = [s for s in sorted(by_seed) if s]
-        triples = []
-        for config, row in main.items():
-            others = [next((r for r in by_seed[s] if r["config"] == config and r["status"] == "completed"), None)
-                      for s in seeds]
-            if seeds and all(others):
-                triples.append([float(row["accuracy"])] + [float(o["accuracy"]) for o in others])
-        if triples:
-            t = np.array(triples)
-            sd = t.std(axis=1, ddof=1)
-            mean = t.mean(axis=1)
+            lines.append(f"  dev accuracy: mean {acc.mean():.3f}, median {np.median(acc):.3f}, max {acc.max():.3f}; "
+                         f"lowest value {acc.min():.3f} held by {np.mean(np.isclose(acc, acc.min())):.0%}")
+        seeds = sorted({int(r["training_seed"]) for r in rows} - {0})
+        runs = defaultdict(dict)
+        for r in rows:
+            if r["status"] == "completed":
+                runs[r["config"]][int(r["training_seed"])] = float(r["accuracy"])
+        triples = np.array([[v[0]] + [v[s] for s in seeds] for v in runs.values()
+                            if seeds and all(s in v for s in [0, *seeds])])
+        if len(triples):
+            sd = triples.std(axis=1, ddof=1)
+            mean = triples.mean(axis=1)
             binomial = np.sqrt(mean * (1 - mean) / FIDELITY["max_eval_examples"])
-            lines.append(f"  noise over {len(t)} configurations x {t.shape[1]} training seeds: sd of dev accuracy "
-                         f"mean {sd.mean():.4f}, median {np.median(sd):.4f}, 90th percentile "
-                         f"{np.quantile(sd, 0.9):.4f}; binomial SE of 300 examples at the mean {binomial.mean():.4f}")
+            lines.append(f"  noise over {len(triples)} configurations x {triples.shape[1]} training seeds: sd of dev "
+                         f"accuracy mean {sd.mean():.4f}, median {np.median(sd):.4f}, 90th percentile "
+                         f"{np.quantile(sd, 0.9):.4f} (binomial SE of 300 dev examples at those means: "
+                         f"{binomial.mean():.4f})")
     text = "\n".join(lines)
     print(text)
     return text
@@ -156,25 +173,29 @@ def summary(args: argparse.Namespace) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    b = sub.add_parser("build", help="run the searches that fill the tables")
-    b.add_argument("--tasks", nargs="+", default=["demo", "bbc"], choices=["demo", "bbc"])
-    b.add_argument("--trials", type=int, default=500)
-    b.add_argument("--noise-trials", type=int, default=100, help="configurations trained with seeds 1 and 2 too")
-    b.add_argument("--concurrency", type=int, default=2)
-    b.add_argument("--cpus", type=int, default=None, help="a local Ray of this many CPUs")
-    b.add_argument("--gpus", type=int, default=None, help="... and this many GPUs")
-    b.add_argument("--gpus-per-trial", type=float, default=None)
-    b.add_argument("--cpus-per-trial", type=int, default=None)
-    b.add_argument("--ray-address", default=None, help="an existing Ray cluster")
-    b.add_argument("--budgets", type=float, nargs="+", default=None,
-                   help="seconds the search of training seed 0 may run, then those of seeds 1 and 2")
-    b.add_argument("--work", default=None, help="keep each search's runs and MLflow store here")
-    b.add_argument("--progress", action="store_true")
-    for p in (b, sub.add_parser("summary", help="sizes and the noise measured from the seed rows")):
+    search = sub.add_parser("search", help="random searches (data split 0) whose trials join the tables")
+    search.add_argument("--search-seeds", type=int, nargs="+", default=[0])
+    search.add_argument("--trials", type=int, default=500)
+    retrain = sub.add_parser("retrain", help="the first configurations of search seed 0 with other training seeds")
+    retrain.add_argument("--first", type=int, default=100)
+    retrain.add_argument("--training-seeds", type=int, nargs="+", default=[1, 2])
+    retrain.add_argument("--at-most", type=int, default=None, help="configurations per search")
+    for p in (search, retrain):
+        p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
+        p.add_argument("--concurrency", type=int, default=2)
+        p.add_argument("--cpus", type=int, default=None, help="a local Ray of this many CPUs")
+        p.add_argument("--gpus", type=int, default=None, help="... and this many GPUs")
+        p.add_argument("--gpus-per-trial", type=float, default=None)
+        p.add_argument("--cpus-per-trial", type=int, default=None)
+        p.add_argument("--ray-address", default=None, help="an existing Ray cluster")
+        p.add_argument("--budget", type=float, default=None, help="seconds each search may run")
+        p.add_argument("--work", default=None, help="keep each search's runs and MLflow store here")
+        p.add_argument("--progress", action="store_true")
+    for p in (search, retrain, sub.add_parser("summary", help="sizes and the noise measured from the seed rows")):
         p.add_argument("--out", type=Path, default=Path("benchmarks/results/peft_table"))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    run_build(args) if args.command == "build" else summary(args)
+    {"search": run_search, "retrain": run_retrain, "summary": summary}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -98,3 +98,21 @@ def test_data_without_task_is_the_users_and_says_what_was_dropped(tmp_path, tiny
     assert str(path) in text and "body -> queue" in text
     assert f"2 train rows of {path} dropped: body or queue empty" in text
     assert "2 train examples removed as duplicates" in text
+
+
+def test_data_seed_keeps_the_splits_and_training_seed_moves_only_the_training(tiny_model_dir, tmp_path) -> None:
+    from autopeft.config import DataConfig, Fidelity, SearchConfig
+    from autopeft.driver import load_setup
+
+    path = write_sentiment_csv(tmp_path / "r.csv", rows=300)
+
+    def setup(**seeds):
+        return load_setup(SearchConfig(model=str(tiny_model_dir), space="lora", data=DataConfig(
+            train_file=str(path), text_column="review", label_column="verdict"),
+            fidelity=Fidelity(max_train_examples=60, max_eval_examples=20), **seeds))
+
+    first, same_data, other = setup(seed=0), setup(seed=3, data_seed=0, training_seed=7), setup(seed=3)
+    assert same_data.train_tokens["input_ids"] == first.train_tokens["input_ids"]
+    assert same_data.dev_tokens["input_ids"] == first.dev_tokens["input_ids"]
+    assert other.train_tokens["input_ids"] != first.train_tokens["input_ids"]
+    assert (first.seed, same_data.seed, other.seed) == (0, 7, 3)  # what each trial trains with

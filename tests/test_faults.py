@@ -74,3 +74,28 @@ def test_each_fault_is_recorded_with_its_reason_and_the_search_goes_on(
         assert run.data.tags.get(ATTEMPTS, "1") == ("2" if fault == "worker_killed" else "1")
     assert len(met) >= 3, met  # seed 1's eight configurations meet most kinds
     assert result.front
+
+
+def test_a_trial_that_errs_before_it_starts_is_recorded_as_failed() -> None:
+    # Seen on a GPU machine: a node whose workers could not import the trainable (a module
+    # missing there) ended trials that Tune never started; the driver knew nothing of them and
+    # the search died with a KeyError. Each is now started for the listeners, then failed.
+    from types import SimpleNamespace
+
+    from autopeft.runner import _Forward
+
+    events = []
+
+    class Listener:
+        def on_start(self, trial_id, config, number=None):
+            events.append(("start", trial_id, config))
+
+        def on_failed(self, trial_id, error, node=None, status="failed"):
+            events.append(("failed", trial_id, error))
+
+    trial = SimpleNamespace(trial_id="t1", config={"params": {"rank": 4}}, last_result={}, location=None,
+                            get_error=lambda: RuntimeError("The actor with name ImplicitFunc failed to import"))
+    forward = _Forward([Listener()], {})
+    forward.on_trial_error(0, [trial], trial)
+    assert events == [("start", "t1", {"rank": 4}),
+                      ("failed", "t1", "The actor with name ImplicitFunc failed to import")]
