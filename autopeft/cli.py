@@ -143,16 +143,20 @@ def cmd_search(args: argparse.Namespace) -> int:
     config = load_config(args.config, overrides)
     check_inputs(config)  # before the heavy imports below: bad input answers at once
     from autopeft.driver import run_search
+    from autopeft.records import learned
 
     result = run_search(config, progress=not args.quiet, resume=args.resume)
     failed = [t for t in result.trials if t.status not in ("completed", "stopped")]
     stopped = [t for t in result.trials if t.status == "stopped"]
     infeasible = [t for t in result.trials if t.status == "completed" and not t.feasible]
+    idle = [t for t in result.trials if t.status == "completed" and not learned(t, result.objectives)]
     print(f"\nPareto front ({len(result.front)} of {len(result.trials)} trials, {len(failed)} failed"
           f"{f', {len(stopped)} stopped early' if stopped else ''}"
-          f"{f', {len(infeasible)} outside the outcome constraints' if infeasible else ''}, "
+          f"{f', {len(infeasible)} outside the outcome constraints' if infeasible else ''}"
+          f"{f', {len(idle)} that learned nothing' if idle else ''}, "
           f"{result.seconds:.0f}s):\n")
     print(result)
+    print(f"\n{result.reference_rule}")
     if result.evaluation is not None:
         from autopeft.evaluation import format_evaluation
 

@@ -134,7 +134,7 @@ class SearchConfig:
     reference_point: dict[str, float] = field(default_factory=dict, metadata=_help(
         "worst acceptable value per objective", cli=False))
     optimizer: str = field(default="mobo", metadata=_help(
-        "mobo, random, tpe, nsga2, or an installed plugin's optimizer"))
+        "mobo, random, tpe, nsga2, optuna_gp, or an installed plugin's optimizer"))
     optimizer_options: dict[str, Any] = field(default_factory=dict, metadata=_help(
         "keyword options of the optimizer", cli=False))
     trials: int | None = field(default=None, metadata=_help("trials to run (default: 12; demo-lm: 6)"))

@@ -25,9 +25,10 @@ from autopeft.journal import Journal, journal_path
 from autopeft.inputs import RESULT_METRICS, check_inputs, task_fidelity, check_model_reference, outcome_constraints
 from autopeft.models import ModelLayout, model_layout
 from autopeft.objectives import Objective
-from autopeft.optimizers import Optimizer, make_optimizer
+from autopeft.optimizers import OPTIMIZERS, Optimizer, make_optimizer
 from autopeft.optimizers.outcomes import OutcomeConstraint
 from autopeft.progress import ProgressLine
+from autopeft.reference import Knowledge, search_knowledge
 from autopeft.records import HypervolumeLog, ObjectiveInfo, TrialRecord, front_of, front_table, meets
 from autopeft.resume import driver_identity, resume_search
 from autopeft.report import front_markdown, format_front, plot_front_html, plot_front_png, plot_hypervolume_png
@@ -65,6 +66,8 @@ class SearchResult:
     data: str = ""
     #: the front retrained at full fidelity over seeds (``final_seeds``; autopeft.evaluate)
     evaluation: pd.DataFrame | None = None
+    #: the hypervolume's reference point and where each value comes from; which trials count
+    reference_rule: str = ""
 
     def table(self) -> pd.DataFrame:
         """The front as a DataFrame (objectives, test scores, costs, configuration)."""
@@ -88,9 +91,12 @@ def prepare(config: SearchConfig) -> tuple[SearchSetup, Optimizer]:
     if "n_initial" not in config.optimizer_options:
         # Every warm configuration gets tried: they take the place of random designs.
         options["n_initial"] = max(options["n_initial"], len(warm))
+    known = setup.knowledge = search_knowledge(objectives, setup.space, setup.floors, references(config, objectives))
+    if OPTIMIZERS.get(config.optimizer).uses_knowledge:
+        options.setdefault("analytic", [known.analytic.get(o.name) for o in objectives])
+        options.setdefault("floors", [known.floors.get(o.name) for o in objectives])
     optimizer = make_optimizer(config.optimizer, setup.space, [o.direction for o in objectives], seed=config.seed,
-                               reference_point=[references(config, objectives).get(o.name) for o in objectives],
-                               **options)
+                               reference_point=[known.reference.get(o.name) for o in objectives], **options)
     if warm:
         optimizer.warm_start(warm)
     return setup, optimizer
@@ -142,7 +148,7 @@ def load_setup(config: SearchConfig) -> SearchSetup:
         train = train.select(range(min(fid.max_train_examples, len(train))))
     dev = data.dev if not fid.max_eval_examples else data.dev.shuffle(seed=data_seed).select(
         range(min(fid.max_eval_examples, len(data.dev))))
-    return SearchSetup(task=task, model_path=model_path, data=data,
+    return SearchSetup(task=task, model_path=model_path, data=data, floors=task.floors(dev),
                        train_tokens=task.tokenize(train, tokenizer, fid.max_length),
                        dev_tokens=by_length(task.tokenize(dev, tokenizer, fid.max_length)),
                        layout=layout, space=space, objectives=objectives, fidelity=fid,
@@ -220,19 +226,19 @@ class _Monitor:
     """Keeps the trial records and forwards each event to MLflow and the progress line."""
 
     def __init__(self, objectives: list[ObjectiveInfo], tracker: SearchTracker, progress: ProgressLine,
-                 reference: dict[str, float], constraints: list[OutcomeConstraint], space: SearchSpace,
+                 known: Knowledge, constraints: list[OutcomeConstraint], space: SearchSpace,
                  journal: Journal) -> None:
         self.objectives = objectives
         self.space = space
         self.constraints = constraints
         self.tracker = tracker
         self.progress = progress
-        self.reference = reference
         self.journal = journal
         # A resumed search starts from the trials that ended before it was interrupted.
         self.records: dict[str, TrialRecord] = {r.trial_id: r for r in journal.finished()}
         self.tracking = Stopwatch()
-        self.hypervolume = journal.hypervolume = journal.hypervolume or HypervolumeLog(objectives, reference)
+        self.hypervolume = journal.hypervolume = journal.hypervolume or HypervolumeLog(objectives, known.reference,
+                                                                                        known.why)
         self._front_size: int | None = None
 
     def on_start(self, trial_id: str, config: Config, number: int | None = None) -> None:
@@ -314,6 +320,17 @@ _CURVE_KEYS = ("epoch", "step", "progress", "train_steps", "train_loss")
 _STAGE_SUFFIXES = ("_stage_seconds", "_stage_examples_per_second")
 
 
+def reference_rule(objectives: list[ObjectiveInfo], known: Knowledge) -> str:
+    """The hypervolume's reference point, where each value comes from, and which trials
+    learned nothing (what the log, the parent run and the plot say)."""
+    text = "hypervolume " + HypervolumeLog(objectives, known.reference, known.why).rule
+    floors = [f"{o.name} {'at or below' if o.direction == 'maximize' else 'at or above'} {o.floor:.4g}"
+              for o in objectives if o.floor is not None]
+    if floors:
+        text += f"; trials with {' or '.join(floors)} learned nothing: listed among the trials, never on the front"
+    return text
+
+
 def describe_data(setup: SearchSetup) -> str:
     """What the search trains and scores on, and what loading dropped."""
     data = setup.data
@@ -353,7 +370,8 @@ def run_search(config: SearchConfig, *, progress: bool = True, resume: str | boo
     # so that the caller's config still means "the task's" for its next search.
     config = dataclasses.replace(config)
     setup, optimizer = prepare(config)
-    objectives = [ObjectiveInfo(o.name, o.direction) for o in setup.objectives]
+    known = setup.knowledge
+    objectives = [ObjectiveInfo(o.name, o.direction, known.floors.get(o.name)) for o in setup.objectives]
     out_dir = Path(config.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tracker = SearchTracker(config.resolved_tracking_uri, config.experiment,
@@ -364,14 +382,15 @@ def run_search(config: SearchConfig, *, progress: bool = True, resume: str | boo
     else:
         name = f"search-{time.strftime('%Y%m%d-%H%M%S')}"
         journal = Journal(journal_path(out_dir, name), optimizer)
-        run_id = tracker.start_search(name, _search_params(config, setup, objectives), objectives,
+        run_id = tracker.start_search(name, {**_search_params(config, setup, objectives),
+                                             "reference_rule": reference_rule(objectives, known)}, objectives,
                                       tags={JOURNAL: str(journal.path.resolve()), DRIVER: driver_identity()})
         tracker.client.log_dict(run_id, config_record(config), CONFIG_ARTIFACT)
         journal.save()
     if progress:
-        print(describe_data(setup), file=sys.stderr)
+        print(f"{describe_data(setup)}\n{reference_rule(objectives, known)}", file=sys.stderr)
     line = ProgressLine(config.trials, enabled=progress)
-    monitor = _Monitor(objectives, tracker, line, references(config, setup.objectives),
+    monitor = _Monitor(objectives, tracker, line, known,
                        outcome_constraints(config, [o.name for o in objectives]), setup.space, journal)
     # One Ray for the trials and the final evaluation's retrainings (starting one costs ~8 s).
     with ray_session(config.ray_address) as ray_seconds:
@@ -442,7 +461,8 @@ def _finish(config: SearchConfig, setup: SearchSetup, tracker: SearchTracker, mo
     artifact_uri = tracker.client.get_run(run_id).info.artifact_uri
     timings["final_report_seconds"] = time.monotonic() - final_started
     return SearchResult(objectives, records, front, reference, curve, run_id, tracker.tracking_uri,
-                        artifact_uri, time.monotonic() - started, timings, describe_data(setup))
+                        artifact_uri, time.monotonic() - started, timings, describe_data(setup),
+                        reference_rule=reference_rule(objectives, setup.knowledge))
 
 
 def search(config: SearchConfig | None = None, *, objectives: list[str | Objective] | None = None,

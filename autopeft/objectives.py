@@ -53,13 +53,22 @@ class TrialOutput:
     references: list[str] = field(default_factory=list)
 
 
+#: what an analytic objective is computed from: a configuration's parameter values (as the
+#: adapter builders get them) and the counts derived from them (``trainable_params``,
+#: ``trainable_percent``), the scope a space's constraints see
+Scope = dict[str, Any]
+
+
 @dataclass(frozen=True)
 class Objective:
     """A quantity to maximise or minimise; ``reference`` is its worst acceptable value;
     ``test``: whether the front's members are scored with it on the test split too (called
     with the test split's predictions), as every quality measure should be, and no cost;
     ``metric``: the task metric it reads, if it reads one (checked against the task's metrics
-    before a search starts)."""
+    before a search starts); ``analytic``: its exact value from the configuration alone,
+    where it needs no training (a function of a :data:`Scope`; KeyError where the scope
+    lacks what it needs): the optimizer then computes it for every candidate rather than
+    modelling it."""
 
     name: str
     direction: Direction
@@ -67,6 +76,7 @@ class Objective:
     reference: float | None = None
     test: bool = True
     metric: str | None = None
+    analytic: Callable[[Scope], float] | None = None
 
     def __call__(self, output: TrialOutput) -> float:
         value = float(self.fn(output))
@@ -76,16 +86,19 @@ class Objective:
 
 
 def objective(direction: Direction, name: str | None = None, reference: float | None = None,
-              test: bool = True) -> Callable[[Callable[[TrialOutput], float]], Objective]:
+              test: bool = True, analytic: Callable[[Scope], float] | None = None
+              ) -> Callable[[Callable[[TrialOutput], float]], Objective]:
     """Decorator: ``@objective("maximize")`` turns a function of a TrialOutput into an Objective.
 
     ``reference``: the worst acceptable value (used where the search config gives none);
-    ``test=False`` for a cost that the test split says nothing about."""
+    ``test=False`` for a cost that the test split says nothing about; ``analytic``: the same
+    value computed from the configuration alone (a function of a :data:`Scope`), for a
+    cost known before training, which the optimizer then never has to model."""
     if direction not in ("maximize", "minimize"):
         raise ObjectiveError(f"direction must be 'maximize' or 'minimize', got {direction!r}")
 
     def wrap(fn: Callable[[TrialOutput], float]) -> Objective:
-        return Objective(name or fn.__name__, direction, fn, reference, test)
+        return Objective(name or fn.__name__, direction, fn, reference, test, analytic=analytic)
 
     return wrap
 
@@ -98,6 +111,21 @@ def _cost(key: str) -> Callable[[TrialOutput], float]:
     return lambda out: out.cost[key]
 
 
+@dataclass(frozen=True)
+class _Derived:
+    """A count derived from the configuration (``scope[key]``): a class, not a closure, so
+    that an optimizer holding it pickles into the search's journal."""
+
+    key: str
+
+    def __call__(self, scope: Scope) -> float:
+        return float(scope[self.key])
+
+
+#: the costs the configuration alone determines (where no strategy decides them in training)
+ANALYTIC_COSTS = ("trainable_params", "trainable_percent")
+
+
 #: every objective by name: the built-ins, the plugins autopeft ships (``objectives/`` in the
 #: source tree) and those of installed packages, all found in the entry-point group
 #: ``autopeft.objectives`` except the built-ins
@@ -106,7 +134,9 @@ OBJECTIVES: Registry[Objective] = Registry("objectives", check=instance_of(Objec
 for _name, _direction in (("accuracy", "maximize"), ("exact_match", "maximize"), ("perplexity", "minimize")):
     OBJECTIVES.register(_name, Objective(_name, _direction, _metric(_name), metric=_name), "autopeft (built-in)")
 for _name, (_direction, _) in COSTS.items():
-    OBJECTIVES.register(_name, Objective(_name, _direction, _cost(_name), test=False), "autopeft (built-in)")
+    OBJECTIVES.register(_name, Objective(_name, _direction, _cost(_name), test=False,
+                                         analytic=_Derived(_name) if _name in ANALYTIC_COSTS else None),
+                        "autopeft (built-in)")
 
 
 def load_objective_file(reference: str) -> Objective:

@@ -51,6 +51,19 @@ class TrialRecord:
 class ObjectiveInfo:
     name: str
     direction: str
+    #: the value at or beyond which a trial learned nothing (the majority class's accuracy)
+    floor: float | None = None
+
+
+def learned(record: TrialRecord, objectives: list[ObjectiveInfo]) -> bool:
+    """Whether ``record`` beat every objective's floor: a trial at the majority class learned
+    nothing, and is listed among the trials but never put on a front."""
+    for o in objectives:
+        value = record.objectives.get(o.name)
+        if o.floor is not None and value is not None and (
+                value <= o.floor if o.direction == "maximize" else value >= o.floor):
+            return False
+    return True
 
 
 def objective_matrix(records: list[TrialRecord], objectives: list[ObjectiveInfo]) -> np.ndarray:
@@ -68,8 +81,9 @@ def meets(record: TrialRecord, constraints: Sequence[OutcomeConstraint],
 
 
 def front_of(records: list[TrialRecord], objectives: list[ObjectiveInfo]) -> list[TrialRecord]:
-    """The completed, feasible records that no other such record dominates, best first."""
-    done = [r for r in records if r.status == "completed" and r.feasible]
+    """The completed, feasible records that learned (:func:`learned`) and that no other such
+    record dominates, best first."""
+    done = [r for r in records if r.status == "completed" and r.feasible and learned(r, objectives)]
     if not done:
         return []
     mask = pareto_mask(objective_matrix(done, objectives), [o.direction for o in objectives])
@@ -80,11 +94,12 @@ def front_of(records: list[TrialRecord], objectives: list[ObjectiveInfo]) -> lis
 
 def hypervolume_history(records: list[TrialRecord], objectives: list[ObjectiveInfo],
                         reference: np.ndarray) -> list[float]:
-    """Hypervolume after each trial, in trial order (failed and infeasible trials add nothing)."""
+    """Hypervolume after each trial, in trial order (failed and infeasible trials, and those
+    that learned nothing, add nothing)."""
     ordered = sorted(records, key=lambda r: r.number)
     values = objective_matrix([r for r in ordered], objectives)
     for i, r in enumerate(ordered):
-        if r.status != "completed" or not r.feasible:
+        if r.status != "completed" or not r.feasible or not learned(r, objectives):
             values[i] = np.nan
     return hypervolume_curve(values, [o.direction for o in objectives], reference)
 
@@ -92,31 +107,41 @@ def hypervolume_history(records: list[TrialRecord], objectives: list[ObjectiveIn
 class HypervolumeLog:
     """The hypervolume autopeft shows and logs after each finished trial, by one rule.
 
-    The reference point is the given worst acceptable value of each objective where there is
-    one, else BoTorch's inference over the completed, feasible trials so far (the worst value
-    minus a tenth of the range), and it only ever moves outwards: each new reference is the
-    elementwise worse of the last one and the inferred one. A trial therefore never lowers
-    the hypervolume (a bigger set, measured from a reference at least as far out). The
-    progress line, the MLflow metric and ``hypervolume.png`` all read :attr:`curve`.
+    The reference point is, per objective, the value given for it (by the user, or by the
+    search's rule: the task's floor for quality, the space's largest value for a cost known
+    from the configuration; ``why`` says which), else BoTorch's inference over the completed,
+    feasible trials so far (the worst value minus a tenth of the range), which only ever
+    moves outwards: each new reference is the elementwise worse of the last one and the
+    inferred one. A trial therefore never lowers the hypervolume (a bigger set, measured
+    from a reference at least as far out). Trials that learned nothing count for nothing.
+    The progress line, the MLflow metric and ``hypervolume.png`` all read :attr:`curve`.
     """
 
-    def __init__(self, objectives: list[ObjectiveInfo], given: dict[str, float] | None = None) -> None:
+    def __init__(self, objectives: list[ObjectiveInfo], given: dict[str, float] | None = None,
+                 why: dict[str, str] | None = None) -> None:
         self.objectives = objectives
         self.directions = [o.direction for o in objectives]
         self.given = [(given or {}).get(o.name) for o in objectives]
+        self.why = dict(why or {})
         self.reference: np.ndarray | None = None
         self.curve: list[float] = []
 
     @property
     def rule(self) -> str:
-        parts = [f"{o.name} {'given' if g is not None else 'inferred'}" for o, g in zip(self.objectives, self.given)]
-        return "reference: " + ", ".join(parts) + " (inferred: worst value so far - 10% of the range, only moving out)"
+        parts = [f"{o.name} {g:.4g} ({self.why.get(o.name, 'given')})" if g is not None else f"{o.name} inferred"
+                 for o, g in zip(self.objectives, self.given)]
+        text = "reference: " + ", ".join(parts)
+        if any(g is None for g in self.given):
+            text += " (inferred: worst value so far - 10% of the range, only moving out)"
+        return text
 
     def add(self, records: list[TrialRecord]) -> float:
         """The hypervolume of ``records`` after one more trial finished; appended to the curve."""
-        done = [r for r in records if r.status == "completed" and r.feasible]
+        done = [r for r in records if r.status == "completed" and r.feasible and learned(r, self.objectives)]
         if not done:
             self.curve.append(0.0)
+            if self.reference is None and all(g is not None for g in self.given):
+                self.reference = np.array(self.given, dtype=np.float64)
             return 0.0
         values = objective_matrix(done, self.objectives)
         inferred = infer_reference(values, self.directions, self.given)

@@ -27,7 +27,7 @@ ROLE = "autopeft.role"                # "search" on the parent run, "trial" on a
 STATUS = "autopeft.status"            # running | completed | stopped | failed | interrupted
 FEASIBLE = "autopeft.feasible"        # "false" on a completed trial that breaks an outcome constraint
 PARETO = "autopeft.pareto"            # "true" on the front's members once the search ends
-OBJECTIVES = "autopeft.objectives"    # JSON [[name, direction], ...] on the parent
+OBJECTIVES = "autopeft.objectives"    # JSON [[name, direction, floor], ...] on the parent
 TRIAL_NUMBER = "autopeft.trial_number"
 FAILURE = "autopeft.failure"          # why a trial, retraining or search failed (one line)
 #: what FAILURE was named before: read from searches stored by earlier versions
@@ -88,7 +88,7 @@ class SearchTracker:
     def start_search(self, name: str, params: dict[str, Any], objectives: list[ObjectiveInfo],
                      tags: dict[str, str] | None = None) -> str:
         tags = {ROLE: "search", STATUS: "running",
-                OBJECTIVES: json.dumps([[o.name, o.direction] for o in objectives]), **(tags or {})}
+                OBJECTIVES: json.dumps([[o.name, o.direction, o.floor] for o in objectives]), **(tags or {})}
         run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
         self.parent_id = run.info.run_id
         self._log_params(self.parent_id, params)
@@ -254,7 +254,8 @@ def load_search(client: MlflowClient, experiment: str, run_id: str | None = None
     children = client.search_runs([parent.info.experiment_id],
                                   filter_string=f"tags.`{PARENT}` = '{parent.info.run_id}'",
                                   max_results=10_000)
-    objectives = [ObjectiveInfo(n, d) for n, d in json.loads(parent.data.tags[OBJECTIVES])]
+    # [name, direction] (searches before floors), or [name, direction, floor]
+    objectives = [ObjectiveInfo(*item) for item in json.loads(parent.data.tags[OBJECTIVES])]
     pairs = []
     for run in children:
         if run.data.tags.get(ROLE) != "trial":

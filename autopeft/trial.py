@@ -28,6 +28,7 @@ from autopeft.loading import ADAPTER_INFO, load_adapter
 from autopeft.measure import PeakMemory, Stopwatch, count_parameters
 from autopeft.models import ModelLayout
 from autopeft.objectives import Objective, TrialOutput
+from autopeft.reference import Knowledge
 from autopeft.space import Config, SearchSpace
 from autopeft.strategies import StrategyContext, TrainingStrategy, make_strategy
 from autopeft.tasks.base import Evaluation, ModelOptions, Task, TaskData
@@ -57,6 +58,10 @@ class SearchSetup:
     #: dev to the scheduler (the rungs of early stopping)
     milestones: tuple[float, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
+    #: each task metric's score without learning on the dev examples, and what it is
+    floors: dict[str, tuple[float, str]] = field(default_factory=dict)
+    #: the hypervolume reference rule, floors and analytic objectives (set by ``prepare``)
+    knowledge: Knowledge | None = None
 
 
 @dataclass

@@ -18,7 +18,7 @@ DIRECTIONS = ["maximize", "minimize"]
 # The region of interest (quality above 0.5, cost below 100): the hypervolume there separates
 # search from luck better than one above (0, largest cost), which random search nearly fills.
 REFERENCE = np.array([0.5, 100.0])
-NAMES = ["mobo", "nsga2", "random", "tpe"]
+NAMES = ["mobo", "nsga2", "optuna_gp", "random", "tpe"]
 # Smaller candidate sets and MC sample counts keep the MOBO runs to ~1 s per ask.
 OPTIONS = {"mobo": {"n_initial": 6, "n_candidates": 300, "mc_samples": 32}}
 
@@ -161,7 +161,7 @@ def test_every_optimizer_starts_from_the_same_designs():
     # A comparison of optimizers should differ only in what their models choose afterwards.
     space = load_space("lora").bind(4)
     first = {}
-    for name in ("mobo", "tpe", "random", "nsga2"):
+    for name in ("mobo", "tpe", "random", "nsga2", "optuna_gp"):
         opt = make_optimizer(name, space, ["maximize", "minimize"], seed=3, n_initial=4)
         asks = []
         for _ in range(4):
@@ -170,5 +170,5 @@ def test_every_optimizer_starts_from_the_same_designs():
             x = space.encode(config)
             opt.tell(config, [float(x.mean()), float(x.sum())])
         first[name] = asks
-    assert first["mobo"] == first["tpe"] == first["random"] == first["nsga2"]
+    assert first["mobo"] == first["tpe"] == first["random"] == first["nsga2"] == first["optuna_gp"]
     assert len(set(first["mobo"])) == 4

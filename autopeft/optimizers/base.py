@@ -22,6 +22,10 @@ class Optimizer(ABC):
     trials); implementations account for pending configurations.
     """
 
+    #: whether the constructor takes ``analytic`` and ``floors`` (see :class:`MOBO`): what a
+    #: search knows of its objectives before any trial, which the search then passes
+    uses_knowledge: bool = False
+
     def __init__(self, space: SearchSpace, directions: Sequence[str], *, seed: int = 0,
                  reference_point: Sequence[float | None] | None = None) -> None:
         for d in directions:
@@ -75,19 +79,32 @@ def sample_unseen(space: SearchSpace, rng: np.random.Generator, asked: Collectio
 
 
 def initial_designs(space: SearchSpace, seed: int, n: int, first: Sequence[Config] = ()) -> list[Config]:
-    """``n`` distinct valid configurations drawn uniformly from a stream of their own, so that
-    every optimizer given the same seed and ``n_initial`` starts from the same designs (a
-    comparison of optimizers then differs only in what the models choose after them).
-    ``first`` (a warm start) take the place of the first draws, up to ``n`` of them."""
-    rng = np.random.default_rng([seed, 0x1D])
+    """``n`` distinct valid configurations that fill the space: a scrambled Sobol sequence over
+    the encoding, each point read as the configuration it encodes (a dimension whose
+    condition fails is left out; points that break a constraint are passed over), from a
+    stream of their own, so that every optimizer given the same seed and ``n_initial``
+    starts from the same designs (a comparison of optimizers then differs only in what the
+    models choose after them). ``first`` (a warm start) take the place of the first designs,
+    up to ``n`` of them."""
+    from scipy.stats import qmc
+
     designs: list[Config] = []
     seen: set[tuple] = set()
-    for config in first:
+
+    def add(config: Config) -> None:
         config = space.canonical(config)
         if len(designs) < n and space.key(config) not in seen and space.is_valid(config):
             seen.add(space.key(config))
             designs.append(config)
-    for _ in range(n - len(designs)):
+
+    for config in first:
+        add(config)
+    if len(designs) < n and space.encoded_width:
+        sobol = qmc.Sobol(d=space.encoded_width, scramble=True, seed=np.random.default_rng([seed, 0x1D]))
+        for point in sobol.random_base2(max(1, int(np.ceil(np.log2(4 * n))))):
+            add(space.decode(point, raw=True))
+    rng = np.random.default_rng([seed, 0x1E])
+    for _ in range(n - len(designs)):  # a small or tightly constrained space: uniform draws
         try:
             config = sample_unseen(space, rng, seen)
         except SpaceExhausted:
@@ -100,7 +117,7 @@ def initial_designs(space: SearchSpace, seed: int, n: int, first: Sequence[Confi
 #: every optimizer by name: autopeft's and those of installed packages (group ``autopeft.optimizers``)
 OPTIMIZERS: Registry[type[Optimizer]] = Registry(
     "optimizers", check=subclass_of(Optimizer), error=ConfigError, key="optimizer",
-    lazy={"mobo": "autopeft.optimizers.mobo", **dict.fromkeys(("random", "tpe", "nsga2"),
+    lazy={"mobo": "autopeft.optimizers.mobo", **dict.fromkeys(("random", "tpe", "nsga2", "optuna_gp"),
                                                               "autopeft.optimizers.optuna_samplers")})
 
 

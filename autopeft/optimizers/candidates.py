@@ -61,13 +61,14 @@ def candidate_set(space: SearchSpace, front: Sequence[Config], seen: set[tuple],
 
 def local_search(space: SearchSpace, score: Callable[[list[Config]], Tensor], start: list[Config],
                  seen: set[tuple], budget: int, rng: np.random.Generator, restarts: int = 4,
-                 kick: int = 3) -> tuple[list[Config], Tensor]:
+                 kick: int = 3, keep: Callable[[Config], bool] = lambda config: True) -> tuple[list[Config], Tensor]:
     """Iterated local search for high scores, from the best ``restarts`` of ``start``.
 
     Each climb moves to the best-scoring unseen neighbour while that improves; at a local
     optimum the best point found so far is kicked (``kick`` random neighbour steps) and
-    climbed again, until ``budget`` more configurations have been scored. Returns every
-    configuration scored (``start`` first) and the scores, shape ``N``.
+    climbed again, until ``budget`` more configurations have been scored; only those that
+    ``keep`` accepts are scored. Returns every configuration scored (``start`` first) and the
+    scores, shape ``N``.
     """
     configs = list(start)
     scores = [score(configs)] if configs else []
@@ -81,7 +82,8 @@ def local_search(space: SearchSpace, score: Callable[[list[Config]], Tensor], st
             for n in space.neighbours(current, rng):
                 if space.key(n) not in known:
                     known.add(space.key(n))
-                    moves.append(n)
+                    if keep(n):
+                        moves.append(n)
             moves = moves[:left]
             if not moves:
                 return
@@ -108,7 +110,8 @@ def local_search(space: SearchSpace, score: Callable[[list[Config]], Tensor], st
             if not steps:
                 break
             current = steps[int(rng.integers(len(steps)))]
-        if space.key(current) in known:
+        if space.key(current) in known or not keep(current):
+            known.add(space.key(current))
             climb(current, float(all_scores.max()))
         else:
             known.add(space.key(current))
@@ -130,13 +133,6 @@ def float_columns(space: SearchSpace) -> list[tuple[int, Float]]:
             out.append((col, dim))
         col += dim.width
     return out
-
-
-def _decode(dim: Float, u: float) -> float:
-    """The value of ``dim`` at encoded position ``u`` (the inverse of ``Float.encode``)."""
-    lo, hi = (math.log(dim.low), math.log(dim.high)) if dim.log else (dim.low, dim.high)
-    x = lo + min(max(u, 0.0), 1.0) * (hi - lo)
-    return float(min(max(math.exp(x) if dim.log else x, dim.low), dim.high))
 
 
 def polish(space: SearchSpace, acqf: AcquisitionFunction, candidates: list[Config],
@@ -169,7 +165,8 @@ def polish(space: SearchSpace, acqf: AcquisitionFunction, candidates: list[Confi
         value = float(value)
         if not math.isfinite(value) or value <= best_value:
             continue
-        moved = {**config, **{dim.name: _decode(dim, float(point.view(-1)[col])) for col, dim in active}}
+        decoded = space.decode(point.view(-1).numpy())
+        moved = {**config, **{dim.name: decoded[dim.name] for _, dim in active}}
         if space.key(moved) not in seen:
             best_config, best_value = moved, value
     return best_config

@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -34,7 +35,7 @@ from botorch.acquisition import AcquisitionFunction
 from botorch.acquisition.logei import qLogNoisyExpectedImprovement
 from botorch.acquisition.multi_objective.logei import (qLogExpectedHypervolumeImprovement,
                                                        qLogNoisyExpectedHypervolumeImprovement)
-from botorch.acquisition.multi_objective.objective import IdentityMCMultiOutputObjective
+from botorch.acquisition.multi_objective.objective import GenericMCMultiOutputObjective
 from botorch.acquisition.objective import GenericMCObjective
 from botorch.exceptions.errors import ModelFittingError
 from botorch.models import ModelListGP
@@ -47,6 +48,7 @@ from torch import Tensor
 from autopeft.errors import ConfigError
 from autopeft.optimizers.base import Optimizer, initial_designs, register_optimizer, sample_unseen
 from autopeft.optimizers.candidates import candidate_set, local_search, polish
+from autopeft.optimizers.known import Analytic, ExactValues, MixedObjective, learned
 from autopeft.optimizers.outcomes import constraint_value, meets_all, parse_constraints
 from autopeft.optimizers.surrogates import (CopulaWarp, get_surrogate, quiet_fit, register_surrogate,
                                             surrogate_names)
@@ -111,6 +113,13 @@ class MOBO(Optimizer):
             0.5); a name refers to a metric given to :meth:`tell`. Each constrained metric
             gets a surrogate, and qLogNEHVI weights candidates by their chance to be feasible.
         polish: Refine the float coordinates of the best candidates by gradient ascent.
+        analytic: Per objective, a function of a configuration's scope
+            (:meth:`SearchSpace.scope`) giving its exact value, or ``None``: an objective that
+            has one (the trainable share) is computed for every candidate, never modelled.
+        floors: Per objective, the value at or beyond which a trial learned nothing (the
+            majority class's accuracy), or ``None``. Such trials are modelled apart: the
+            quality model fits the trials that learned, and a model of "learns" (1/0) weighs
+            each candidate by its chance to learn, as an outcome constraint would.
         fused_kernel: Let BoTorch build its fused C++ qLogEHVI kernel on first use: asks
             1.3-1.7x faster at 8 trials (more as the front grows), for a one-off compile of
             about a minute per environment (cached in ``~/.cache/torch_extensions``) that
@@ -118,12 +127,16 @@ class MOBO(Optimizer):
             searches of many trials; off by default, which is BoTorch's PyTorch code.
     """
 
+    uses_knowledge = True
+
     def __init__(self, space: SearchSpace, directions: Sequence[str], *, seed: int = 0,
                  reference_point: Sequence[float | None] | None = None,
                  n_initial: int | None = None, n_candidates: int = 2000, mc_samples: int = 128,
                  surrogate: str = "gp", saas_warmup: int = 128, saas_samples: int = 64,
                  saas_thinning: int = 4, copula: bool = False,
-                 outcome_constraints: Any = None, polish: bool = True, fused_kernel: bool = False) -> None:
+                 outcome_constraints: Any = None, polish: bool = True, fused_kernel: bool = False,
+                 analytic: Sequence[Analytic | None] | None = None,
+                 floors: Sequence[float | None] | None = None) -> None:
         super().__init__(space, directions, seed=seed, reference_point=reference_point)
         m = len(self.directions)
         self._fit = get_surrogate(surrogate)
@@ -147,6 +160,11 @@ class MOBO(Optimizer):
         self.polish = bool(polish)
         self.fused_kernel = bool(fused_kernel)
         self.outcome_constraints = parse_constraints(outcome_constraints, m)
+        for name, given in (("analytic", analytic), ("floors", floors)):
+            if given is not None and len(given) != m:
+                raise ConfigError(f"got {len(given)} values, expected {m} (one per objective)", key=name)
+        self._exact = ExactValues(space, analytic or [None] * m)
+        self.floors = list(floors) if floors is not None else [None] * m
         self.last_ask_source: AskSource | None = None
         self._rng = np.random.default_rng(seed)
         self._asked: set[tuple] = set()  # pending, told and failed alike: never proposed again
@@ -209,10 +227,20 @@ class MOBO(Optimizer):
     def _model_ask(self) -> Config | None:
         """The configuration of highest acquisition value, or ``None`` where the model cannot
         tell configurations apart."""
-        configs = [c for c, _, _ in self._observed]
+        configs = [c for c, _, _ in self._observed] + self._failed
+        n_ok = len(self._observed)
         values = np.stack([v for _, v, _ in self._observed])
         constrained = np.stack([c for _, _, c in self._observed])
-        if (np.ptp(values, axis=0) == 0).any():
+        known = self._exact.known(configs)
+        modelled = [j for j in range(len(self.directions)) if j not in known]
+        # Trials that learned nothing (at or below a quality floor: the majority class) are
+        # told to a "learns" model, not to the quality model, whose cliff they would be.
+        learners = learned(values, self.floors, self.directions)
+        # A floor splits the trials once two of them learned: then the quality model fits
+        # those, and whether a configuration learns at all (failures too) has its own model.
+        split = any(f is not None for f in self.floors) and learners.sum() >= 2
+        fit_rows = learners if split else np.ones(n_ok, dtype=bool)
+        if not modelled or (np.ptp(values[fit_rows][:, modelled], axis=0) == 0).any():
             # A constant objective (every early trial at the majority-class accuracy) carries
             # no ranking; a GP on it only fits noise, slowly. Random asks until it varies.
             return None
@@ -221,18 +249,23 @@ class MOBO(Optimizer):
             # the user's directions) and count as infeasible: they teach the surrogates where
             # not to go, and never become front members or set the reference.
             worst = np.where(np.array(self.directions) == "maximize", values.min(axis=0), values.max(axis=0))
-            configs = configs + self._failed
             values = np.vstack([values, np.tile(worst, (len(self._failed), 1))])
             constrained = np.vstack([constrained, np.full((len(self._failed), constrained.shape[1]), np.nan)])
-        # Local search starts from the Pareto set of the feasible trials (all, while none is):
-        # a front member that breaks a constraint is no place to look nearby.
-        failed = np.arange(len(configs)) >= len(self._observed)
+            fit_rows = np.concatenate([fit_rows, np.full(len(self._failed), not split)])
+            learners = np.concatenate([learners, np.zeros(len(self._failed), dtype=bool)])
+        for j in known:  # told values are the measured ones; the exact ones rule
+            values[:, j] = [self._exact.of(c)[j] for c in configs]
+        # Local search starts from the Pareto set of the feasible trials that learned (all
+        # that did not fail, while none is): a front member that breaks a constraint or
+        # learned nothing is no place to look nearby.
+        failed = np.arange(len(configs)) >= n_ok
         feasible = ~failed & np.array([meets_all(self.outcome_constraints, row) for row in constrained])
-        front_rows = feasible if feasible.any() else ~failed
+        front_rows = next(rows for rows in (feasible & learners, feasible, ~failed) if rows.any())
         pool = np.flatnonzero(front_rows)
         front = [configs[i] for i, keep in zip(pool, pareto_mask(values[pool], self.directions)) if keep]
         # Half the scoring budget on the candidate set, half on a local search from its best.
-        candidates = candidate_set(self.space, front, self._asked, self.n_candidates // 2, self._rng)
+        candidates = [c for c in candidate_set(self.space, front, self._asked, self.n_candidates // 2, self._rng)
+                      if self._exactly_feasible(c)]
         if not candidates:
             return None
         X = self._encode(configs)
@@ -240,13 +273,14 @@ class MOBO(Optimizer):
         # A seed per (instance seed, ask number): asks replay exactly for the same tells, and
         # the global torch RNG is restored afterwards.
         seed = int(np.random.SeedSequence([self.seed, self._n_asks]).generate_state(1)[0])
+        data = _Data(X, values, constrained, front_rows, fit_rows, learners, known, split)
         try:
             with manual_seed(seed):
-                acqf, screen = self._acquisition(X, values, constrained, front_rows, X_pending, seed)
+                acqf, screen = self._acquisition(data, X_pending, seed)
                 # A fully Bayesian model searches with its cheap screen, then rescores the best.
                 candidates, scores = local_search(
-                    self.space, lambda cs: _score(screen if screen is not None else acqf, self._encode(cs)), candidates, self._asked,
-                    self.n_candidates - len(candidates), self._rng)
+                    self.space, lambda cs: _score(screen if screen is not None else acqf, self._encode(cs)), candidates,
+                    self._asked, self.n_candidates - len(candidates), self._rng, keep=self._exactly_feasible)
                 if screen is not None:
                     keep = torch.nan_to_num(scores, nan=-math.inf).argsort(descending=True)[:_SCREENED]
                     candidates = [candidates[i] for i in keep.tolist()]
@@ -262,83 +296,124 @@ class MOBO(Optimizer):
             return None
         return candidates[int(scores.argmax())]
 
-    def _acquisition(self, X: Tensor, values: np.ndarray, constrained: np.ndarray,
-                     front_rows: np.ndarray, X_pending: Tensor | None, seed: int
+    def _exactly_feasible(self, config: Config) -> bool:
+        """Whether ``config`` meets the outcome constraints on analytic objectives, which are
+        decided here exactly rather than weighed by a model's probability."""
+        exact = self._exact.of(config)
+        return all(exact[oc.target] is None or oc.satisfied(exact[oc.target])
+                   for oc in self.outcome_constraints if isinstance(oc.target, int))
+
+    def _acquisition(self, data: _Data, X_pending: Tensor | None, seed: int
                      ) -> tuple[AcquisitionFunction, AcquisitionFunction | None]:
-        """qLogNEHVI (qLogNEI for one objective) on freshly fitted surrogates, and for a
-        fully Bayesian surrogate a cheaper screen (or ``None``).
+        """qLogNEHVI (qLogNEI for one objective) on freshly fitted surrogates of the modelled
+        outcomes, and for a fully Bayesian surrogate a cheaper screen (or ``None``).
 
         qLogNEHVI evaluates each candidate jointly with the baseline points under every
         posterior draw, which for SAAS's 16 draws costs minutes over thousands of candidates;
         qLogEHVI against the observed front looks at the candidate alone, so it screens them.
-
-        Args:
-            X: ``n x d`` encoded successful configurations.
-            values: ``n x m`` their objective values (user directions).
-            constrained: ``n x k`` their constrained quantities (NaN where not reported).
-            front_rows: ``n`` booleans, the rows the front and reference come from: those that
-                meet every constraint, else (while none does) every trial that did not fail.
-            X_pending: ``p x d`` pending configurations, or ``None``.
-            seed: Seeds NUTS and the MC sampler.
         """
         _allow_fused_kernel(self.fused_kernel)
         m = len(self.directions)
         signs = to_maximization(np.ones((1, m)), self.directions)[0]
-        Y = to_maximization(values, self.directions)
+        Y = to_maximization(data.values, self.directions)
         # Unset entries come from the nadir of the (feasible) Pareto front, BoTorch's rule: a
         # reference behind the worst trial ever seen would reward extending the front into
-        # regions no one wants (DTLZ2: 0.15-0.85 of the true hypervolume across seeds).
-        pool = values[front_rows]
+        # regions no one wants (DTLZ2: 0.15-0.85 of the true hypervolume across seeds). The
+        # search gives every entry it can (the task's floor, the space's largest cost).
+        pool = data.values[data.front_rows]
         front = pool[pareto_mask(pool, self.directions)]
         ref = to_maximization(infer_reference(front, self.directions, given=self.reference_point)[None, :],
                               self.directions)[0]
-        warps = [CopulaWarp(Y[:, i]) if self.copula else None for i in range(m)]
-        columns = [w(Y[:, i]) if w else Y[:, i] for i, w in enumerate(warps)]
-        ref = np.array([w(r) if w else r for r, w in zip(ref, warps)])
+        warps = [CopulaWarp(Y[data.fit_rows, j]) if self.copula and j not in data.known else None for j in range(m)]
+        transforms = [_Transform(signs[j], warps[j]) for j in range(m)]
+        ref = np.array([t.warp_only(r) for r, t in zip(ref, transforms)])
+        # Model outputs: the modelled objectives (fitted on the trials that learned), then
+        # "learns" (1/0, where some trials learned nothing and some did), then constraints.
+        columns: list[tuple[np.ndarray, np.ndarray]] = []  # (targets, rows fitted on)
+        column_of: list[int | None] = []
+        for j in range(m):
+            if j in data.known:
+                column_of.append(None)
+                continue
+            column_of.append(len(columns))
+            columns.append((transforms[j].warp_only(Y[:, j]), data.fit_rows))
         constraints = []
-        for j, oc in enumerate(self.outcome_constraints):
+        if data.split and not data.learners.all():
+            constraints.append(_bound(len(columns), 0.5, upper=False))
+            columns.append((data.learners.astype(np.float64), np.ones(len(Y), dtype=bool)))
+        for k, oc in enumerate(self.outcome_constraints):
             if isinstance(oc.target, int):  # an objective: its (flipped, warped) model column
-                i, bound = oc.target, oc.bound * signs[oc.target]
-                upper = (oc.op == "<=") == (signs[i] > 0)
-                bound = float(warps[i](bound)) if warps[i] else bound
+                if column_of[oc.target] is None:
+                    continue  # analytic: candidates are filtered exactly instead
+                j = oc.target
+                upper = (oc.op == "<=") == (signs[j] > 0)
+                constraints.append(_bound(column_of[j], transforms[j](np.array(oc.bound)).item(), upper))
             else:
-                y = constrained[:, j]
+                y = data.constrained[:, k]
                 if np.isfinite(y).sum() < 2 or np.ptp(y[np.isfinite(y)]) == 0:
                     continue  # nothing to learn yet: the constraint joins once the metric varies
-                i, bound, upper = len(columns), oc.bound, oc.op == "<="
-                columns.append(y)
-            # BoTorch's convention: feasible where the callable is <= 0.
-            constraints.append(_bound(i, bound, upper))
-        models = []
-        for y in columns:
-            ok = np.isfinite(y)
-            models.append(quiet_fit(self._fit, X[torch.from_numpy(ok)],
-                                    torch.from_numpy(y[ok]).unsqueeze(-1), seed=seed,
-                                    **self.surrogate_settings))
+                constraints.append(_bound(len(columns), oc.bound, oc.op == "<="))
+                columns.append((y, np.isfinite(y)))
+        X = data.X
+        models = [quiet_fit(self._fit, X[torch.from_numpy(rows & np.isfinite(y))],
+                            torch.from_numpy(y[rows & np.isfinite(y)]).unsqueeze(-1), seed=seed,
+                            **self.surrogate_settings) for y, rows in columns]
         model = ModelListGP(*models)
         # A fully Bayesian model is a batch of GPs (one per posterior draw) and each gets its
         # own MC samples: share the budget among the draws, or scoring costs draws times more.
-        draws = max(getattr(m, "num_mcmc_samples", 1) for m in models)
+        draws = max(getattr(m_, "num_mcmc_samples", 1) for m_ in models)
         mc = max(_MIN_MC_PER_DRAW, math.ceil(self.mc_samples / draws))
         sampler = SobolQMCNormalSampler(torch.Size([mc]), seed=seed)
-        extra = len(columns) > m
-        common = dict(model=model, X_baseline=X, X_pending=X_pending, prune_baseline=True,
-                      sampler=sampler, constraints=constraints or None)
+        objective = MixedObjective(self._exact, column_of, transforms)
+        baseline = X[torch.from_numpy(data.fit_rows)]
+        common = dict(model=model, X_pending=X_pending, sampler=sampler, constraints=constraints or None)
         if m == 1:
-            return qLogNoisyExpectedImprovement(
-                objective=GenericMCObjective(_first) if extra else None, **common), None
-        objective = IdentityMCMultiOutputObjective(outcomes=list(range(m))) if extra else None
-        acqf = qLogNoisyExpectedHypervolumeImprovement(ref_point=ref.tolist(), objective=objective,
-                                                       **common)
+            return qLogNoisyExpectedImprovement(objective=GenericMCObjective(_First(objective)), X_baseline=baseline,
+                                                prune_baseline=True, **common), None
+        mc_objective = GenericMCMultiOutputObjective(objective)
+        acqf = qLogNoisyExpectedHypervolumeImprovement(ref_point=ref.tolist(), objective=mc_objective,
+                                                       X_baseline=baseline, prune_baseline=True, **common)
         if draws == 1:
             return acqf, None
-        front = torch.from_numpy(np.stack(columns[:m], axis=-1)[front_rows])
+        front_y = np.stack([transforms[j].warp_only(Y[:, j]) for j in range(m)], axis=-1)[data.front_rows]
         ref_t = torch.from_numpy(ref)
         screen = qLogExpectedHypervolumeImprovement(
-            model=model, ref_point=ref_t, objective=objective, X_pending=X_pending,
-            partitioning=FastNondominatedPartitioning(ref_point=ref_t, Y=front),
+            model=model, ref_point=ref_t, objective=mc_objective, X_pending=X_pending,
+            partitioning=FastNondominatedPartitioning(ref_point=ref_t, Y=torch.from_numpy(front_y)),
             sampler=SobolQMCNormalSampler(torch.Size([mc]), seed=seed), constraints=constraints or None)
         return acqf, screen
+
+
+@dataclass
+class _Data:
+    """What an ask fits on: ``X`` (``n x d`` encoded trials, failed ones last), their ``values``
+    (user directions; analytic objectives exact) and ``constrained`` metrics, the rows the
+    front comes from, the rows the objective models fit on, the rows that learned, the
+    analytic objectives, and whether the trials that learned nothing are modelled apart."""
+
+    X: Tensor
+    values: np.ndarray
+    constrained: np.ndarray
+    front_rows: np.ndarray
+    fit_rows: np.ndarray
+    learners: np.ndarray
+    known: list[int]
+    #: whether the trials that learned nothing are modelled apart (a "learns" model)
+    split: bool = False
+
+
+class _Transform:
+    """An objective's map from user-direction values to the model's scale: the sign that
+    makes it maximised, then the copula warp (fitted on maximised values) if any."""
+
+    def __init__(self, sign: float, warp: CopulaWarp | None) -> None:
+        self.sign, self.warp = sign, warp
+
+    def warp_only(self, maximised: np.ndarray) -> np.ndarray:
+        return self.warp(maximised) if self.warp is not None else np.asarray(maximised, dtype=np.float64)
+
+    def __call__(self, values: np.ndarray) -> np.ndarray:
+        return self.warp_only(self.sign * np.asarray(values, dtype=np.float64))
 
 
 class _bound:
@@ -352,8 +427,14 @@ class _bound:
         return Z[..., self.i] - self.bound if self.upper else self.bound - Z[..., self.i]
 
 
-def _first(Z: Tensor, X: Tensor | None = None) -> Tensor:
-    return Z[..., 0]
+class _First:
+    """One objective's MC objective from a multi-output one."""
+
+    def __init__(self, objective: MixedObjective) -> None:
+        self.objective = objective
+
+    def __call__(self, Z: Tensor, X: Tensor | None = None) -> Tensor:
+        return self.objective(Z, X)[..., 0]
 
 
 def _score(acqf: AcquisitionFunction, X: Tensor) -> Tensor:

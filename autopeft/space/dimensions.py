@@ -49,6 +49,10 @@ class Dimension(ABC):
         """``width`` numbers in [0, 1]."""
 
     @abstractmethod
+    def decode(self, columns: np.ndarray) -> Value:
+        """The value whose encoding is nearest to ``columns`` (``width`` numbers in [0, 1])."""
+
+    @abstractmethod
     def neighbours(self, value: Value, rng: np.random.Generator) -> list[Value]:
         """Values one step away from ``value`` (used by local search over the space)."""
 
@@ -63,7 +67,8 @@ class Dimension(ABC):
 
     def encode_inactive(self) -> list[float]:
         # Inactive dimensions encode as zeros so that all configurations that differ only in
-        # values that do not matter map to the same point.
+        # values that do not matter map to the same point (the space moves an active
+        # conditional dimension off zero: SearchSpace.encode).
         return [0.0] * self.width
 
 
@@ -76,6 +81,9 @@ class Bool(Dimension):
 
     def encode(self, value: Value) -> list[float]:
         return [float(bool(value))]
+
+    def decode(self, columns: np.ndarray) -> bool:
+        return bool(columns[0] >= 0.5)
 
     def neighbours(self, value: Value, rng: np.random.Generator) -> list[Value]:
         return [not value]
@@ -108,6 +116,11 @@ class Choice(Dimension):
         if self.encoding == "onehot":
             return [float(i == index) for i in range(len(self.values))]
         return [index / max(len(self.values) - 1, 1)]
+
+    def decode(self, columns: np.ndarray) -> Value:
+        if self.encoding == "onehot":
+            return self.values[int(np.argmax(columns))]
+        return self.values[int(round(float(np.clip(columns[0], 0, 1)) * (len(self.values) - 1)))]
 
     def neighbours(self, value: Value, rng: np.random.Generator) -> list[Value]:
         index = self.values.index(value)
@@ -154,6 +167,11 @@ class Int(_Range):
             return int(rng.integers(self.low, self.high + 1))
         return int(round(2 ** rng.uniform(math.log2(self.low), math.log2(self.high))))
 
+    def decode(self, columns: np.ndarray) -> int:
+        lo, hi = self._scale(self.low), self._scale(self.high)
+        x = lo + float(np.clip(columns[0], 0, 1)) * (hi - lo)
+        return min(max(int(round(math.exp(x) if self.log else x)), self.low), self.high)
+
     def neighbours(self, value: Value, rng: np.random.Generator) -> list[Value]:
         steps = (int(value) // 2, int(value) * 2) if self.log else (int(value) - 1, int(value) + 1)
         return [v for v in steps if self.low <= v <= self.high and v != value]
@@ -178,6 +196,9 @@ class Float(_Range):
 
     def sample(self, rng: np.random.Generator) -> float:
         return self._unscale(float(rng.uniform()))
+
+    def decode(self, columns: np.ndarray) -> float:
+        return self._unscale(float(np.clip(columns[0], 0, 1)))
 
     def neighbours(self, value: Value, rng: np.random.Generator) -> list[Value]:
         u = self.encode(value)[0]

@@ -26,6 +26,8 @@ Derive = Callable[[dict[str, Any]], dict[str, float]]
 Canonical = Callable[[Config], Config]
 
 _MAX_REJECTIONS = 10_000
+#: where an active conditional dimension's encoding starts (inactive ones are 0)
+ACTIVE_FLOOR = 0.25
 
 
 @dataclass(frozen=True)
@@ -128,10 +130,17 @@ class SearchSpace:
         broken = [c.describe() for c in self.constraints if not c.holds(full)]
         if broken or not self.spec.constraints:
             return broken
-        scope = self.assemble(config)
-        if self.derive is not None and any(e.uses_derived for e in self.spec.constraints):
-            scope.update(self.derive(scope))
+        scope = self.scope(config, derived=any(e.uses_derived for e in self.spec.constraints))
         return [e.describe() for e in self.spec.constraints if not e.holds(scope)][:1]
+
+    def scope(self, config: Config, derived: bool = True) -> dict[str, Any]:
+        """What constraints and analytic objectives see of ``config``: its parameter values
+        (:meth:`assemble`) and, where the space can count them, ``trainable_params`` and
+        ``trainable_percent`` (absent for a configuration whose strategy decides them)."""
+        scope = self.assemble(config)
+        if derived and self.derive is not None:
+            scope.update(self.derive(scope))
+        return scope
 
     def _fill(self, config: Config, rng: np.random.Generator) -> Config:
         """Complete a partial configuration: sample missing active dimensions, drop inactive ones."""
@@ -169,11 +178,37 @@ class SearchSpace:
         return out
 
     def encode(self, config: Config) -> np.ndarray:
-        """The configuration as a vector in [0, 1]^encoded_width (inactive dimensions are 0)."""
+        """The configuration as a vector in [0, 1]^encoded_width. An inactive dimension is 0;
+        an active one that has a condition takes [ACTIVE_FLOOR, 1], so that "not there" (a
+        rank whose layer is left out) is a code of its own, never the same as its lowest
+        value (rank 2)."""
         parts: list[float] = []
         for dim in self.dimensions:
-            parts.extend(dim.encode(config[dim.name]) if dim.name in config else dim.encode_inactive())
+            if dim.name not in config:
+                parts.extend(dim.encode_inactive())
+            elif dim.condition is None:
+                parts.extend(dim.encode(config[dim.name]))
+            else:
+                parts.extend(ACTIVE_FLOOR + (1 - ACTIVE_FLOOR) * u for u in dim.encode(config[dim.name]))
         return np.asarray(parts, dtype=np.float64)
+
+    def decode(self, x: np.ndarray, *, raw: bool = False) -> Config:
+        """The configuration nearest to the encoded point ``x`` (the inverse of :meth:`encode`
+        on encoded configurations): dimensions whose condition fails are left out. ``raw``:
+        read every column on its plain [0, 1] scale (a point drawn uniformly over the cube,
+        as space-filling designs are), not :meth:`encode`'s scale for conditional ones.
+        The result may break a constraint (:meth:`is_valid` tells)."""
+        out: Config = {}
+        col = 0
+        for dim in self.dimensions:
+            columns = np.asarray(x[col:col + dim.width], dtype=np.float64)
+            col += dim.width
+            if dim.condition is not None and not dim.condition.holds({**self.fixed, **out}):
+                continue
+            if dim.condition is not None and not raw:
+                columns = (columns - ACTIVE_FLOOR) / (1 - ACTIVE_FLOOR)
+            out[dim.name] = dim.decode(columns)
+        return out
 
     def key(self, config: Config) -> tuple:
         """A hashable identity of a canonical configuration: equal for two configurations

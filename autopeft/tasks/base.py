@@ -162,6 +162,12 @@ class Task(ABC):
                  tokenizer: Any = None) -> Evaluation:
         """Outputs, metrics and mean loss over ``batches`` (``tokenizer``: to decode generations)."""
 
+    def floors(self, dev: Dataset) -> dict[str, tuple[float, str]]:
+        """Each metric's score without learning, on the raw ``dev`` examples, and what it is
+        (the majority class's accuracy): a trial at or below it learned nothing. None by
+        default."""
+        return {}
+
     def metric(self, name: str) -> Metric:
         for m in self.metrics:
             if m.name == name:

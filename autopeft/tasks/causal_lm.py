@@ -8,6 +8,8 @@ task can be posed to a causal LM as text. Custom objectives receive the generati
 
 from __future__ import annotations
 
+from collections import Counter
+
 import math
 import re
 from collections.abc import Iterable, Sequence
@@ -132,6 +134,12 @@ class CausalLM(Task):
                                                 add_generation_prompt=True, tokenize=True)
             return list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
         return tokenizer(prompt)["input_ids"]
+
+    def floors(self, dev: Dataset) -> dict[str, tuple[float, str]]:
+        if not self.short_answers or not len(dev):
+            return {}
+        answers = Counter(str(a).strip() for a in dev["response"])
+        return {"exact_match": (answers.most_common(1)[0][1] / len(dev), "always the most common answer on dev")}
 
     def tokenize(self, split: Dataset, tokenizer: Any, max_length: int) -> Dataset:
         """``input_ids`` = prompt + response + end of sequence, ``labels`` = the same with the

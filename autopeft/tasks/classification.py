@@ -74,6 +74,10 @@ class SequenceClassification(Task):
             id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
         return mark_new_modules(model, info["missing_keys"])
 
+    def floors(self, dev: Dataset) -> dict[str, tuple[float, str]]:
+        counts = np.bincount(np.asarray(dev["label"], dtype=np.int64))
+        return {"accuracy": (float(counts.max() / counts.sum()), "the majority class on dev")} if counts.sum() else {}
+
     def tokenize(self, split: Dataset, tokenizer: Any, max_length: int) -> Dataset:
         pair = "text_pair" in split.column_names
 
