@@ -9,12 +9,13 @@ import math
 from typing import Any
 
 #: the columns a terminal table of trials shows besides the objectives (all are in json/csv)
-_TABLE_COLUMNS = ("trial", "status", "pareto")
+_TABLE_COLUMNS = ("trial", "status", "learned", "pareto")
 
 
 def format_rows(rows: list[dict[str, Any]], fmt: str, objectives: list[str] | None = None) -> str:
     """``json`` (a list of objects), ``csv`` (a header with every key that any row has, in
-    first-seen order) or ``table`` (trial, status, front membership and the objectives)."""
+    first-seen order) or ``table`` (trial, status, whether it learned, front membership and
+    the objectives)."""
     if fmt == "json":
         return json.dumps([{k: _plain(v) for k, v in row.items()} for row in rows], indent=1) + "\n"
     columns: dict[str, None] = {}

@@ -20,7 +20,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from autopeft.errors import AutopeftError, ConfigError
-from autopeft.records import ObjectiveInfo, TrialRecord, front_of, parse_param
+from autopeft.records import ObjectiveInfo, TrialRecord, front_of, learned, parse_param
 
 # Every tag autopeft writes, here only: this module writes them and reads them back.
 ROLE = "autopeft.role"                # "search" on the parent run, "trial" on a child
@@ -225,7 +225,9 @@ class StoredSearch:
             run = by_id[record.run_id]
             metrics = run.data.metrics
             out.append({"trial": record.number, "run_id": record.run_id, "status": record.status,
-                        "feasible": record.feasible, "pareto": record.run_id in front,
+                        "feasible": record.feasible,
+                        "learned": learned(record, self.objectives) if record.status == "completed" else None,
+                        "pareto": record.run_id in front,
                         **{n: metrics.get(n) for n in names},
                         **{k: metrics[k] for k in sorted(metrics) if k not in names},
                         **{k: parse_param(v) for k, v in sorted(run.data.params.items())},

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -36,14 +37,21 @@ def runs_of(tracking_uri: str, experiment: str):
 def test_cli_search_on_the_demo(tmp_path) -> None:
     out = tmp_path / "runs"
     config = tmp_path / "search.yaml"
-    config.write_text("task: demo\noptimizer: mobo\noptimizer_options: {n_initial: 2}\n"
-                      "fidelity: {max_train_examples: 96, max_eval_examples: 96, max_length: 48}\n")
+    # Trials long enough to learn (50 steps in the demo's learning-rate band): one at the
+    # majority class learned nothing and is never on the front.
+    config.write_text("task: demo\nspace: examples/lora_demo.yaml\noptimizer: mobo\noptimizer_options: {n_initial: 2}\n"
+                      "fidelity: {max_train_examples: 400, batch_size: 8, max_eval_examples: 96, max_length: 48}\n")
     cmd = [sys.executable, "-m", "autopeft.cli", "search", "--config", str(config), "--trials", "4",
            "--output-dir", str(out), "--objective", "accuracy", "--objective", "trainable_percent",
            "--objective", "macro_f1"]
+    shutil.copytree(Path(__file__).parents[1] / "examples", tmp_path / "examples")
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Pareto front" in proc.stdout and "trial-000" in proc.stdout
+    # The reference point and its sources, in the log and after the front.
+    rule = ("hypervolume reference: accuracy 0.", "(the majority class on dev)", "trainable_percent",
+            "(the space's largest)", "learned nothing")
+    assert all(part in proc.stdout for part in rule) and all(part in proc.stderr for part in rule)
 
     uri = f"sqlite:///{out / 'mlflow.db'}"
     client, parents, children = runs_of(uri, "autopeft")
@@ -59,6 +67,9 @@ def test_cli_search_on_the_demo(tmp_path) -> None:
         assert any(k.startswith("layers.") for k in child.data.params)
     on_front = [c for c in children if c.data.tags["autopeft.pareto"] == "true"]
     assert on_front and all("test_accuracy" in c.data.metrics for c in on_front)
+    majority = float(parent.data.params["reference_rule"].split("accuracy ")[1].split(" ")[0])
+    assert all(c.data.metrics["accuracy"] > majority for c in on_front)
+    assert "the majority class on dev" in parent.data.params["reference_rule"]
     assert len(client.get_metric_history(parent.info.run_id, "hypervolume")) == 4
 
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import textwrap
 
+import numpy as np
 import pytest
 import torch
 from peft import PeftModel
@@ -22,7 +23,7 @@ from autopeft.space import load_space
 from autopeft.strategies.layers import AdapterLayers
 from autopeft.strategies.light_peft import PruningPlan, apply_plan
 from autopeft.config import Fidelity
-from autopeft.training import Hyperparameters, TrainingLoop, train
+from autopeft.training import Hyperparameters, TrainingLoop, linear_warmup_decay, train
 from autopeft.trial import build_model, loader, run_trial
 
 FIDELITY = Fidelity(max_train_examples=96, epochs=1, max_length=24, batch_size=8)
@@ -80,8 +81,33 @@ def test_parameters_added_mid_training_join_optimizer_and_schedule(strategy_setu
     train(model, setup.task, batches, None, Hyperparameters(learning_rate=1e-2), setup.fidelity,
           torch.device("cpu"), hooks=[AddAtStep2()], steps=8)
     # torch's LambdaLR raises on step() after add_param_group unless it is extended.
-    assert seen[0] == 0.0 and seen[1] == pytest.approx(0.5e-2) and seen[2] == pytest.approx(1e-2)
+    # Its own warm-up of 2 steps, no step of it at rate 0 (before: 0, 0.5e-2, 1e-2).
+    assert seen[:3] == pytest.approx([1e-2 / 3, 2e-2 / 3, 1e-2])
     assert seen[-1] < seen[2] and (extra != 0).all()
+
+
+def test_no_step_of_a_warm_up_trains_at_rate_zero(strategy_setup) -> None:
+    # transformers' schedule trains step 0 at rate 0: the first step of every trial was lost.
+    factor = linear_warmup_decay(warmup=int(0.06 * 20), total=20)
+    assert all(factor(step) > 0 for step in range(20)) and factor(1) == 1.0
+    setup, config = strategy_setup("none")
+    model = build_model(setup, config)
+    rates: list[float] = []
+
+    class Record:
+        restorable = True
+
+        def __getattr__(self, name):  # every other hook does nothing
+            return (lambda *a, **k: None) if name != "optimizer_groups" else (lambda m: [])
+
+        def before_optimizer_step(self, loop: TrainingLoop) -> None:
+            rates.append(loop.optimizer.param_groups[0]["lr"])
+
+    tokenizer = AutoTokenizer.from_pretrained(setup.model_path)
+    train(model, setup.task, loader(setup.train_tokens, tokenizer, 8, True, 0), None,
+          Hyperparameters(learning_rate=1e-2, warmup_ratio=0.5), setup.fidelity, torch.device("cpu"),
+          hooks=[Record()], steps=4)
+    assert rates[0] == pytest.approx(1e-2 / 3) and rates[2] == pytest.approx(1e-2)
 
 
 # -- IST -----------------------------------------------------------------------------------
@@ -289,3 +315,22 @@ def test_strategy_with_peft_method_limited_by_when_is_accepted(tmp_path) -> None
     path.write_text("adapter: peft\nparameters:\n  method: {type: choice, values: [lora, ia3]}\n"
                     "  strategy: {type: choice, values: [none, ist], when: {method: lora}}\n")
     get_adapter(load_space(str(path)))
+
+
+@pytest.mark.parametrize("offered", [["none"], *[["none", s] for s in ("flexora", "ist", "increlora", "light_peft")]])
+def test_a_narrowed_copy_of_the_strategies_preset_binds(tmp_path, offered) -> None:
+    # A knob limited to a strategy the copy no longer offers is never active; it was refused
+    # ("'flexora_gate_lr' would be active for strategy none"), which was false.
+    from autopeft.space import resolve_space_path
+
+    text = resolve_space_path("strategies").read_text()
+    narrowed = text.replace("values: [none, flexora, ist, increlora, light_peft]", f"values: [{', '.join(offered)}]")
+    assert narrowed != text
+    path = tmp_path / "narrowed.yaml"
+    path.write_text(narrowed)
+    spec = load_space(str(path))
+    space = spec.bind(4)
+    knobs = {d.name for d in space.dimensions if d.name.startswith(("flexora_", "ist_", "increlora_", "light_peft_"))}
+    for config in (space.sample(np.random.default_rng(s)) for s in range(20)):
+        assert config["strategy"] in offered
+        assert all(k.startswith(config["strategy"]) for k in knobs & set(config))  # only its own knobs
