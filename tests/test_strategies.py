@@ -334,3 +334,78 @@ def test_a_narrowed_copy_of_the_strategies_preset_binds(tmp_path, offered) -> No
     for config in (space.sample(np.random.default_rng(s)) for s in range(20)):
         assert config["strategy"] in offered
         assert all(k.startswith(config["strategy"]) for k in knobs & set(config))  # only its own knobs
+
+
+# -- IncreLoRA in short trials (issue 25) ---------------------------------------------------
+
+def _trained(setup, config, steps: int):
+    """The trial's model after ``steps`` steps at the configuration's learning rate, and its strategy."""
+    from autopeft.trial import _Trial
+    trial = _Trial(setup, config)
+    batches = trial.loader(setup.train_tokens, 8, True)
+    model, _ = trial.build("train", steps, batches)
+    train(model, setup.task, batches, None, trial.hp, setup.fidelity, torch.device("cpu"),
+          hooks=[trial.strategy], steps=steps)
+    return model.eval(), trial.strategy
+
+
+def _adapter_effect(model, batch) -> float:
+    """How large the adapters' updates are on ``batch``: the norm of every LoRA path's
+    output (``lora_B(lora_A(x))`` times the layer's scale), the task head left out."""
+    from peft.tuners.lora import LoraLayer
+
+    outputs, handles = [], []
+    for layer in (m for m in model.modules() if isinstance(m, LoraLayer)):
+        scale = layer.scaling["default"]
+        handles.append(layer.lora_B["default"].register_forward_hook(
+            lambda _m, _a, out, scale=scale: outputs.append(float((out * scale).norm()))))
+    with torch.no_grad():
+        model(**batch)
+    for handle in handles:
+        handle.remove()
+    return sum(outputs)
+
+
+def test_an_increlora_rank_growth_keeps_the_module_output(strategy_setup) -> None:
+    # Before: the scale alpha / r fell with the rank and shrank what was learned (rank 1 -> 2
+    # halves it); a promoted component started at E = 1e-5.
+    setup, config = strategy_setup("increlora", increlora_target_rank=4, increlora_top_h=2,
+                                   target_modules=["attn_q", "attn_v"], alpha_multiplier=2)
+    model, strategy = _trained(setup, config, 6)
+    batch = _batch(setup)
+    with torch.no_grad():
+        before = model(**batch).logits
+    for module in strategy.modules:
+        if module.rank + 1 <= module.max_rank:
+            e = module.grow(1)
+            assert torch.equal(e, torch.ones(1))
+    with torch.no_grad():
+        after = model(**batch).logits
+    assert torch.allclose(before, after, atol=1e-6)
+    assert _adapter_effect(model, batch) > 0
+
+
+def test_increlora_learns_as_much_as_lora_in_a_short_trial(strategy_setup) -> None:
+    # After 20 steps, IncreLoRA's update was a sliver of LoRA's (A, B ~ N(0, 0.02), E = 0).
+    place = {"target_modules": ["attn_q", "attn_v"], "alpha_multiplier": 2}
+    runs = {"lora": strategy_setup("none", layers=[True] * 4, rank=4, learning_rate=1e-3, **place),
+            "increlora": strategy_setup("increlora", increlora_target_rank=4, increlora_top_h=2, learning_rate=1e-3,
+                                        **place)}
+    batch = _batch(runs["lora"][0])
+    effect = {name: _adapter_effect(_trained(setup, config, 20)[0], batch) for name, (setup, config) in runs.items()}
+    # Within a factor of 4 (IncreLoRA's scale alpha / r is larger at its small starting rank);
+    # before: 1/170 of LoRA's.
+    assert 1 / 4 < effect["increlora"] / effect["lora"] < 4, effect
+
+
+def test_increlora_schedule_keeps_top_h_and_adds_first_after_one_interval() -> None:
+    from autopeft.strategies.increlora.config import IncreLoraConfig
+    from autopeft.strategies.increlora.strategy import Schedule
+
+    for top_h in (2, 4, 8):
+        schedule = Schedule.fit(IncreLoraConfig(init_rank=1, target_rank=4, top_h=top_h), modules=24, total_steps=20)
+        assert schedule.per_round == top_h  # before: raised to fit, 25 modules whatever top_h said
+        interval = schedule.steps[1] - schedule.steps[0] if len(schedule.steps) > 1 else schedule.steps[0] + 1
+        assert schedule.steps[0] + 1 == interval  # after one interval, not two
+        assert len(schedule.steps) * schedule.per_round * schedule.rank_step >= 3 * 24
+        assert schedule.steps[-1] < 0.7 * 20

@@ -4,8 +4,18 @@ PEFT cannot grow a rank in place, so the module is built at its largest possible
 the rank components are switched on through ``E`` (one value per rank, multiplied into
 ``lora_A``'s output by a forward hook): ``E`` is a trained parameter for the active ranks,
 a tiny frozen 1e-5 for the reserve ranks (advance learning: their ``A`` and ``B`` already
-train) and 0 beyond. PEFT's ``scaling`` is set to ``alpha / r`` with ``r`` the *current*
-rank, as IncreLoRA scales.
+train, Adam's steps being blind to the gradient's scale) and 0 beyond. PEFT's ``scaling`` is
+``alpha / r`` with ``r`` the *current* rank, as IncreLoRA scales.
+
+Two departures from the authors' code, both for trials of a few dozen steps:
+- LoRA's starting point: A as PEFT draws it (Kaiming), B = 0, E = 1. The authors' A, B ~
+  N(0, 0.02) and E = 0 make the update a product of three small factors: after 20 steps its
+  output was 1/20 of LoRA's on SmolLM2 and the trial learned nothing.
+- A growth keeps the module's output: the existing E are multiplied by ``r' / r`` as the
+  scale drops from ``alpha / r`` to ``alpha / r'``, and a promoted component starts at E = 1
+  with its B column zeroed (its A, trained in advance, kept). The authors' growth shrinks
+  what was learned (rank 1 -> 5 multiplies it by 0.2) and promotes at E = 1e-5, which
+  then needs far more steps than a short trial has to matter.
 """
 
 from __future__ import annotations
@@ -23,18 +33,15 @@ RESERVE_E = 1e-5
 class GrowingRank:
     """Rank state and importance score of one LoRA module (``name`` as in the model)."""
 
-    def __init__(self, name: str, layer: LoraLayer, init_rank: int, reserve: int, alpha: float,
-                 generator: torch.Generator) -> None:
+    def __init__(self, name: str, layer: LoraLayer, init_rank: int, reserve: int, alpha: float) -> None:
         self.name, self.layer, self.alpha = name, layer, alpha
         self.max_rank = layer.r[ADAPTER]
         self.reserve_size = reserve
         self.reserve_value = RESERVE_E if reserve else 0.0
-        a, b = self.A, self.B
+        a = self.A
         with torch.no_grad():
-            # IncreLoRA initialises A and B ~ N(0, 0.02) and E at 0 (PEFT: B = 0, A Kaiming).
-            a.copy_(torch.randn(a.shape, generator=generator) * 0.02)
-            b.copy_(torch.randn(b.shape, generator=generator) * 0.02)
-        self.chunks: list[nn.Parameter] = [nn.Parameter(torch.zeros(init_rank, device=a.device, dtype=a.dtype))]
+            self.B.zero_()  # LoRA's start (PEFT's own init already has it; a reused layer may not)
+        self.chunks: list[nn.Parameter] = [nn.Parameter(torch.ones(init_rank, device=a.device, dtype=a.dtype))]
         self.rank = init_rank
         self.importance = 0.0
         self.uncertainty = 0.0
@@ -68,14 +75,18 @@ class GrowingRank:
         self.layer.scaling[ADAPTER] = self.alpha / self.rank
 
     def grow(self, ranks: int) -> nn.Parameter:
-        """Activate the next ``ranks`` components (reserve first); their E values start where
-        the reserve's were and become a new parameter, returned for the optimizer."""
+        """Activate the next ``ranks`` components (reserve first) without changing the
+        module's output: the existing E values rise as the scale falls, and the new ones
+        start at 1 over zeroed B columns. Their E values become a new parameter, returned for
+        the optimizer."""
         if self.rank + ranks > self.max_rank:
             raise ValueError(f"{self.name}: rank {self.rank} + {ranks} exceeds the allocated {self.max_rank}")
         ref = self.chunks[0]
-        start = [self.reserve_value] * min(ranks, self.allocated - self.rank)
-        start += [0.0] * (ranks - len(start))
-        chunk = nn.Parameter(torch.tensor(start, device=ref.device, dtype=ref.dtype))
+        with torch.no_grad():
+            for chunk in self.chunks:
+                chunk.mul_((self.rank + ranks) / self.rank)
+            self.B[:, self.rank:self.rank + ranks] = 0.0
+        chunk = nn.Parameter(torch.ones(ranks, device=ref.device, dtype=ref.dtype))
         self.chunks.append(chunk)
         self.rank += ranks
         self._set_scaling()

@@ -44,29 +44,35 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Schedule:
-    """When ranks are added: at ``steps`` (0-based optimizer steps), ``per_round`` modules each."""
+    """When ranks are added: at ``steps`` (0-based optimizer steps), to ``per_round`` modules,
+    ``rank_step`` ranks each."""
 
     steps: tuple[int, ...]
     per_round: int
     max_rank: int
+    rank_step: int = 1
 
     @classmethod
     def fit(cls, config: IncreLoraConfig, modules: int, total_steps: int) -> Schedule:
+        """Additions evenly spaced over the first ``grow_until`` of the steps, the first one
+        interval in (the warm-up), the budget reached by the last. ``top_h`` modules gain rank
+        each round, as the user set it; where the rounds would not fit in the steps, each
+        gains more ranks at once (before, more modules did: ``top_h`` then had no effect)."""
         to_add = (config.target_rank - config.init_rank) * modules
-        step = config.step_size
         if to_add == 0:
             return cls((), 0, config.init_rank)
         per_round = min(config.top_h, modules)
-        rounds = math.ceil(to_add / (per_round * step))
+        step = config.step_size
         room = max(1, math.floor(config.grow_until * total_steps) - 1)
-        if rounds > room:  # too few steps for this many additions: add to more modules at once
-            per_round = min(modules, math.ceil(to_add / (room * step)))
+        rounds = math.ceil(to_add / (per_round * step))
+        if rounds > room:
+            step = math.ceil(to_add / (per_round * room))
             rounds = math.ceil(to_add / (per_round * step))
-        interval = max(1, math.floor(config.grow_until * total_steps / (rounds + 1)))
+        interval = max(1, math.floor(config.grow_until * total_steps / rounds))
         # A module gains at most one step per round; the reserve sits above its rank.
-        max_rank = config.init_rank + min(rounds, math.ceil(to_add / step)) * step
+        max_rank = config.init_rank + min(rounds * step, to_add)
         reserve = step if config.advance else 0
-        return cls(tuple(interval * (k + 1) for k in range(1, rounds + 1)), per_round, max_rank + reserve)
+        return cls(tuple(interval * k - 1 for k in range(1, rounds + 1)), per_round, max_rank + reserve, step)
 
 
 @register_strategy("increlora")
@@ -82,7 +88,6 @@ class IncreLora(TrainingStrategy):
         self.schedule = Schedule((), 0, config.init_rank)
         self.budget = 0
         self.history: list[dict[str, Any]] = []
-        self.generator = torch.Generator().manual_seed(ctx.seed)
 
     @property
     def total_rank(self) -> int:
@@ -99,13 +104,12 @@ class IncreLora(TrainingStrategy):
 
     def after_wrap(self, stage: str, model: torch.nn.Module) -> torch.nn.Module:
         pattern = re.compile(rf"{re.escape(self.ctx.layout.layers_path)}\.\d+\..*")
-        reserve = self.config.step_size if self.config.advance else 0
+        reserve = self.schedule.rank_step if self.config.advance else 0
         for name, module in model.named_modules():
             if isinstance(module, LoraLayer) and ADAPTER in module.lora_A:
                 found = pattern.search(name)
                 short = found.group(0) if found else name
-                self.modules.append(GrowingRank(short, module, self.config.init_rank, reserve,
-                                                self._alpha, self.generator))
+                self.modules.append(GrowingRank(short, module, self.config.init_rank, reserve, self._alpha))
         if not self.modules:
             raise ValueError("IncreLoRA found no LoRA module")
         if self.total_rank < self.budget:
@@ -137,7 +141,7 @@ class IncreLora(TrainingStrategy):
         order = sorted(range(len(self.modules)), key=lambda i: -priority[i])
         added: dict[str, int] = {}
         for i in order[: self.schedule.per_round]:
-            ranks = min(self.config.step_size, self.budget - self.total_rank,
+            ranks = min(self.schedule.rank_step, self.budget - self.total_rank,
                         self.modules[i].max_rank - self.modules[i].rank)
             if ranks <= 0:
                 continue
