@@ -50,8 +50,8 @@ from autopeft.optimizers.base import Optimizer, initial_designs, register_optimi
 from autopeft.optimizers.candidates import candidate_set, local_search, polish
 from autopeft.optimizers.known import Analytic, ExactValues, MixedObjective, learned
 from autopeft.optimizers.outcomes import constraint_value, meets_all, parse_constraints
-from autopeft.optimizers.surrogates import (CopulaWarp, get_surrogate, quiet_fit, register_surrogate,
-                                            surrogate_names)
+from autopeft.optimizers.surrogates import (CopulaWarp, get_surrogate, hyperparameters, quiet_fit,
+                                            register_surrogate, surrogate_names)
 from autopeft.pareto import infer_reference, pareto_mask, to_maximization
 from autopeft.space import Config, SearchSpace
 
@@ -164,6 +164,8 @@ class MOBO(Optimizer):
             if given is not None and len(given) != m:
                 raise ConfigError(f"got {len(given)} values, expected {m} (one per objective)", key=name)
         self._exact = ExactValues(space, analytic or [None] * m)
+        #: each modelled output's last fitted hyperparameters, the start of its next fit
+        self._hyper: dict[str, dict[str, Tensor]] = {}
         self.floors = list(floors) if floors is not None else [None] * m
         self.last_ask_source: AskSource | None = None
         self._rng = np.random.default_rng(seed)
@@ -329,18 +331,18 @@ class MOBO(Optimizer):
         ref = np.array([t.warp_only(r) for r, t in zip(ref, transforms)])
         # Model outputs: the modelled objectives (fitted on the trials that learned), then
         # "learns" (1/0, where some trials learned nothing and some did), then constraints.
-        columns: list[tuple[np.ndarray, np.ndarray]] = []  # (targets, rows fitted on)
+        columns: list[tuple[str, np.ndarray, np.ndarray]] = []  # (name, targets, rows fitted on)
         column_of: list[int | None] = []
         for j in range(m):
             if j in data.known:
                 column_of.append(None)
                 continue
             column_of.append(len(columns))
-            columns.append((transforms[j].warp_only(Y[:, j]), data.fit_rows))
+            columns.append((f"objective {j}", transforms[j].warp_only(Y[:, j]), data.fit_rows))
         constraints = []
         if data.split and not data.learners.all():
             constraints.append(_bound(len(columns), 0.5, upper=False))
-            columns.append((data.learners.astype(np.float64), np.ones(len(Y), dtype=bool)))
+            columns.append(("learns", data.learners.astype(np.float64), np.ones(len(Y), dtype=bool)))
         for k, oc in enumerate(self.outcome_constraints):
             if isinstance(oc.target, int):  # an objective: its (flipped, warped) model column
                 if column_of[oc.target] is None:
@@ -353,11 +355,17 @@ class MOBO(Optimizer):
                 if np.isfinite(y).sum() < 2 or np.ptp(y[np.isfinite(y)]) == 0:
                     continue  # nothing to learn yet: the constraint joins once the metric varies
                 constraints.append(_bound(len(columns), oc.bound, oc.op == "<="))
-                columns.append((y, np.isfinite(y)))
+                columns.append((f"constraint {k}", y, np.isfinite(y)))
         X = data.X
-        models = [quiet_fit(self._fit, X[torch.from_numpy(rows & np.isfinite(y))],
-                            torch.from_numpy(y[rows & np.isfinite(y)]).unsqueeze(-1), seed=seed,
-                            **self.surrogate_settings) for y, rows in columns]
+        models = []
+        for name, y, rows in columns:
+            keep = torch.from_numpy(rows & np.isfinite(y))
+            # A plain GP starts from its last fit's hyperparameters (a fully Bayesian one samples anew).
+            warm = {"init": self._hyper.get(name)} if self.surrogate == "gp" else {}
+            models.append(quiet_fit(self._fit, X[keep], torch.from_numpy(y[rows & np.isfinite(y)]).unsqueeze(-1),
+                                    seed=seed, **self.surrogate_settings, **warm))
+            if self.surrogate == "gp":
+                self._hyper[name] = hyperparameters(models[-1])
         model = ModelListGP(*models)
         # A fully Bayesian model is a batch of GPs (one per posterior draw) and each gets its
         # own MC samples: share the budget among the draws, or scoring costs draws times more.

@@ -61,8 +61,12 @@ def get_surrogate(name: str) -> SurrogateFit:
     return _SURROGATES[name]
 
 
+#: the parts of a GP's state that are hyperparameters (not data or its transforms)
+_HYPERPARAMETERS = ("covar_module.", "likelihood.", "mean_module.")
+
+
 @register_surrogate("gp")
-def fit_gp(X: Tensor, y: Tensor, *, seed: int) -> Model:
+def fit_gp(X: Tensor, y: Tensor, *, seed: int, init: dict[str, Tensor] | None = None) -> Model:
     """A GP with BoTorch 0.18's default kernel and priors (an RBF kernel whose lengthscale
     priors scale with the dimension, Hvarfner et al. 2024), fitted by maximum likelihood.
 
@@ -70,11 +74,21 @@ def fit_gp(X: Tensor, y: Tensor, *, seed: int) -> Model:
         X: ``n x d`` encoded configurations in [0, 1]^d (double).
         y: ``n x 1`` targets.
         seed: Unused: the fit is deterministic given the caller's torch seed.
+        init: Hyperparameters to start from (:func:`hyperparameters` of the last fit on the
+            same outputs): with a point more, the optimum moves little, and L-BFGS gets there
+            in a fraction of the iterations a start from the priors takes.
     """
     gp = SingleTaskGP(X, y, outcome_transform=Standardize(m=1))
+    if init:
+        gp.load_state_dict(init, strict=False)
     fit_gpytorch_mll(ExactMarginalLogLikelihood(gp.likelihood, gp),
                      optimizer_kwargs={"options": {"maxiter": _FIT_MAXITER}})
     return gp
+
+
+def hyperparameters(model: Model) -> dict[str, Tensor]:
+    """A fitted GP's hyperparameters, to start its next fit from (``fit_gp(init=...)``)."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items() if k.startswith(_HYPERPARAMETERS)}
 
 
 @register_surrogate("saas")
