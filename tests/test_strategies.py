@@ -409,3 +409,46 @@ def test_increlora_schedule_keeps_top_h_and_adds_first_after_one_interval() -> N
         assert schedule.steps[0] + 1 == interval  # after one interval, not two
         assert len(schedule.steps) * schedule.per_round * schedule.rank_step >= 3 * 24
         assert schedule.steps[-1] < 0.7 * 20
+
+
+def test_light_peft_keeps_the_heads_that_matter(strategy_setup) -> None:
+    # Head 1 of every layer is planted dead (its columns of the attention output zeroed): only
+    # head 0 reaches the output. Ranked by |m x dL/dm| summed over the estimation, head 0 is
+    # kept when half the heads go; before, the final mask values ranked them, which after a
+    # short estimation is a count of gradient signs (ties removed head 0 first).
+    from autopeft.strategies.light_peft.strategy import ESTIMATE
+    from autopeft.trial import _Trial
+
+    setup, config = strategy_setup("light_peft", layers=[True] * 4, rank=4, light_peft_head_prune=0.5,
+                                   light_peft_mask_lr=1e-3, target_modules=["attn_q", "ffn_up"])
+    trial = _Trial(setup, config)
+    strategy = trial.strategy
+    strategy.stage = ESTIMATE
+    batches = trial.loader(setup.train_tokens, trial.batch_size, True)
+    steps = strategy.stage_steps(ESTIMATE, strategy.ctx.planned_steps)
+    model, _ = trial.build(ESTIMATE, steps, batches)
+    attn_o = setup.layout.roles["attn_o"]
+    head_dim = setup.layout.linear_shapes[attn_o][0] // 2
+    for name, module in model.named_modules():
+        if name.endswith(attn_o) and hasattr(module, "weight"):
+            with torch.no_grad():
+                module.weight[:, head_dim:] = 0.0
+    train(model, setup.task, batches, None, trial.hp, setup.fidelity, torch.device("cpu"),
+          hooks=[strategy], steps=steps)
+    assert all(kept == (0,) for kept in strategy.plan.heads.values()), strategy.plan.heads
+    importance = strategy.head_importance
+    assert (importance[:, 0] > 10 * importance[:, 1]).all()
+
+
+def test_ist_trains_half_the_layers_and_scores_them_often_in_a_short_trial(strategy_setup) -> None:
+    # The authors' defaults in a 12-step trial: a quarter of 4 layers (one) per step, and
+    # scores updated every 10 steps: once, so the layers were drawn uniformly.
+    from autopeft.strategies.ist.config import ISTConfig
+
+    assert ISTConfig().update_share == 0.5
+    setup, config = strategy_setup("ist", layers=[True] * 4, target_modules=["attn_q", "attn_v"],
+                                   ist_update_share=ISTConfig().update_share)
+    result = run_trial(setup, config)
+    steps = -(-len(setup.train_tokens) // FIDELITY.batch_size)
+    assert sum(result.strategy["ist_updates"].values()) == 2 * steps  # half of 4 layers each step
+    assert result.strategy["ist_score_updates"] >= 10
