@@ -7,8 +7,10 @@ Every run trains the same adapter (LoRA rank 8, alpha 16, on q, k, v, attention 
 and down of all 6 layers; IncreLoRA grows to the same average rank 8) on the same 2,000
 training examples of at most 64 tokens, one epoch in batches of 16 (125 steps); the strategies
 add their own stages on top (Flexora's search stage, Light-PEFT's estimation), which are paid
-for in time. The strategies learn at different speeds (IST updates a quarter of the layers per
-step, IncreLoRA starts from E = 0), so each gets its learning rate picked from the same grid
+for in time. Every knob of every strategy is fixed (``KNOBS``: the authors' values, or
+autopeft's default where a short trial needs another, each marked), none drawn at random: a
+run checks that its configuration holds no knob it did not fix. The strategies learn at
+different speeds, so each gets its learning rate picked from the same grid
 (``--grid``) by dev accuracy on a selection seed (``--select-seed``, 0), and is then reported
 over other seeds (``--seeds``, 1 2 3): the seeds reported were not used to choose. Dev accuracy
 is the trial's (best epoch); test accuracy is the saved adapter's on the test split, reloaded
@@ -44,14 +46,17 @@ STRATEGIES = ("none", "flexora", "ist", "increlora", "light_peft")
 ALL_ROLES = ["attn_q", "attn_k", "attn_v", "attn_o", "ffn_up", "ffn_down"]
 FIXED = {"target_modules": ALL_ROLES, "alpha_multiplier": 2}
 GRID = (1e-3, 2.5e-3, 5e-3)
+#: every knob of each strategy, fixed: the authors' value unless marked (autopeft's default,
+#: where the authors' does not fit a trial of a few hundred steps)
 KNOBS = {
     "none": {"layers": True, "rank": 8},
-    "flexora": {"rank": 8},
-    "ist": {"layers": True, "rank": 8, "ist_update_share": 0.25},
-    "increlora": {"increlora_target_rank": 8, "increlora_top_h": 4},
+    "flexora": {"rank": 8, "flexora_gate_lr": 0.01, "flexora_select": "positive"},
+    "ist": {"layers": True, "rank": 8, "ist_update_share": 0.5},  # autopeft's default (authors: 0.25)
+    "increlora": {"increlora_target_rank": 8, "increlora_top_h": 4},  # the authors' GLUE range: 5-10
     "light_peft": {"layers": True, "rank": 8, "light_peft_head_prune": 0.3333,
                    "light_peft_neuron_prune": 0.3333, "light_peft_module_prune": 0.75,
-                   "light_peft_rank_prune": 0.5},
+                   "light_peft_rank_prune": 0.5,
+                   "light_peft_mask_lr": 0.01},  # autopeft's default (authors: the adapter's rate)
 }
 #: per task: its metric, and the fidelity every run trains at
 TASKS = {
@@ -83,9 +88,13 @@ def run_one(strategy: str, seed: int, learning_rate: float, task: str = "demo", 
         fixed["layers"] = [True] * load_setup(config).layout.num_layers
     config.fixed = fixed
     setup, optimizer = prepare(config)
+    trial_config = optimizer.ask()
+    drawn = [k for k in trial_config if k.startswith(f"{strategy}_")]
+    if drawn:  # a knob left to the optimizer would differ from seed to seed
+        raise SystemExit(f"{strategy}: knobs {drawn} are not fixed in KNOBS")
     metric = settings["metric"]
     with tempfile.TemporaryDirectory() as tmp:
-        result = run_trial(setup, optimizer.ask(), save_to=Path(tmp))
+        result = run_trial(setup, trial_config, save_to=Path(tmp))
         test = evaluate_adapter(setup, Path(tmp), setup.data.test).metrics[metric] if test else float("nan")
     layers = sum(p.numel() for p in setup.task.load_model(setup.model_path, setup.data)
                  .get_submodule(setup.layout.layers_path).parameters())
