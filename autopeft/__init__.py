@@ -13,21 +13,21 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ loads them
     from autopeft.config import SearchConfig  # noqa: F401
     from autopeft.errors import AutopeftError  # noqa: F401
-    from autopeft.loading import load_adapter  # noqa: F401
+    from autopeft.trial.loading import load_adapter  # noqa: F401
     from autopeft.objectives import Objective, TrialOutput, objective  # noqa: F401
-    from autopeft.driver import SearchResult, search  # noqa: F401
-    from autopeft.evaluation import evaluate  # noqa: F401
+    from autopeft.driver.drive import SearchResult, search  # noqa: F401
+    from autopeft.driver.evaluation import evaluate  # noqa: F401
 
 _EXPORTS = {
     "AutopeftError": "autopeft.errors",
     "Objective": "autopeft.objectives",
     "SearchConfig": "autopeft.config",
-    "SearchResult": "autopeft.driver",
+    "SearchResult": "autopeft.driver.drive",
     "TrialOutput": "autopeft.objectives",
-    "evaluate": "autopeft.evaluation",
-    "load_adapter": "autopeft.loading",
+    "evaluate": "autopeft.driver.evaluation",
+    "load_adapter": "autopeft.trial.loading",
     "objective": "autopeft.objectives",
-    "search": "autopeft.driver",
+    "search": "autopeft.driver.drive",
 }
 __all__ = sorted(_EXPORTS)
 __version__ = "0.1.0"

@@ -135,15 +135,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from autopeft.inputs import check_inputs
+    from autopeft.driver.inputs import check_inputs
 
     overrides = {k: v for k, v in vars(args).items() if k not in {"command", "config", "quiet", "resume"}}
     if overrides.get("baselines") == []:  # the flag alone: every baseline
         overrides["baselines"] = ["all"]
     config = load_config(args.config, overrides)
     check_inputs(config)  # before the heavy imports below: bad input answers at once
-    from autopeft.driver import run_search
-    from autopeft.records import learned
+    from autopeft.driver.drive import run_search
+    from autopeft.results.records import learned
 
     result = run_search(config, progress=not args.quiet, resume=args.resume)
     failed = [t for t in result.trials if t.status not in ("completed", "stopped")]
@@ -158,7 +158,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     print(result)
     print(f"\n{result.reference_rule}")
     if result.evaluation is not None:
-        from autopeft.evaluation import format_evaluation
+        from autopeft.driver.evaluation import format_evaluation
 
         fidelity = "the final fidelity" if config.final_fidelity else "full fidelity"
         print(f"\nThe front retrained at {fidelity}, {config.final_seeds} seed{'s' if config.final_seeds != 1 else ''} "
@@ -183,15 +183,15 @@ def _tracking_uri(args: argparse.Namespace) -> str:
 
 def _stored_search(args: argparse.Namespace) -> tuple[Any, Any]:
     """The MLflow client and the search that ``add_store_flags``' flags name."""
-    from autopeft.tracking import open_search
+    from autopeft.results.tracking import open_search
 
     return open_search(_tracking_uri(args), args.experiment, args.run_id, explicit_uri=bool(args.tracking_uri))
 
 
 def cmd_results(args: argparse.Namespace) -> int:
     """``front`` and ``trials``."""
-    from autopeft.report import format_front
-    from autopeft.rows import format_rows
+    from autopeft.results.report import format_front
+    from autopeft.results.rows import format_rows
 
     _, stored = _stored_search(args)
     records = stored.front() if args.command == "front" else stored.records
@@ -209,7 +209,7 @@ def cmd_results(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from autopeft.evaluation import evaluate, format_evaluation
+    from autopeft.driver.evaluation import evaluate, format_evaluation
 
     fidelity = {k.split(".", 1)[1]: v for k, v in vars(args).items() if k.startswith("fidelity.") and v is not None}
     table = evaluate(args.run_id, experiment=args.experiment, tracking_uri=args.tracking_uri,
@@ -223,7 +223,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from autopeft.export import base_model_of, export_trials, register, select_trials
+    from autopeft.results.export import base_model_of, export_trials, register, select_trials
 
     client, stored = _stored_search(args)
     records = select_trials(stored, args.trial, args.pareto)
@@ -248,7 +248,7 @@ def cmd_spaces(args: argparse.Namespace) -> int:
 
 
 def cmd_space(args: argparse.Namespace) -> int:
-    from autopeft.describe import describe_space
+    from autopeft.driver.describe import describe_space
 
     print(describe_space(args.space, model=args.model, num_labels=args.num_labels, samples=args.samples,
                          task=args.task))
@@ -278,7 +278,7 @@ def _ui_pages(args: argparse.Namespace) -> list[tuple[str, str]]:
         return []
     from mlflow.tracking import MlflowClient
 
-    from autopeft.tracking import load_search
+    from autopeft.results.tracking import load_search
 
     client = MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name(args.experiment)

@@ -5,13 +5,11 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from autopeft._yaml import LineDict, load_yaml
 from autopeft.errors import ConfigError
 
-if TYPE_CHECKING:
-    from autopeft.tasks.data import DataSource
 
 DEFAULT_DIR = Path("autopeft-runs")
 
@@ -102,15 +100,6 @@ class DataConfig:
         "causal_lm: column with the response (the loss is on its tokens only)"))
     chat_template: bool | None = field(default=None, metadata=_help(
         "causal_lm: format each prompt/response pair with the tokenizer's chat template"))
-
-    def source(self) -> DataSource:
-        """Where the data is and which column plays which role (``text_column`` -> ``text``)."""
-        from autopeft.tasks.data import DataSource
-
-        roles = {f.name.removesuffix("_column"): getattr(self, f.name) for f in dataclasses.fields(self)
-                 if f.name.endswith("_column")}
-        return DataSource(self.train_file, self.dev_file, self.test_file, roles,
-                          chat_template=bool(self.chat_template))
 
 
 @dataclass

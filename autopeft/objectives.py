@@ -24,6 +24,8 @@ from autopeft.errors import ObjectiveError
 from autopeft.plugins import Registry, instance_of
 
 Direction = Literal["maximize", "minimize"]
+#: the prefix of objective values in what a trial reports (rungs and the final result)
+OBJECTIVE_PREFIX = "objective/"
 
 
 @dataclass

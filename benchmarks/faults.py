@@ -7,7 +7,7 @@ in MLflow, and the Ray processes left after the kill.
 
     .venv/bin/python benchmarks/faults.py --trials 12 --share 0.5 --out benchmarks/results/faults
 
-Faults come from ``AUTOPEFT_FAILPOINTS`` (:mod:`autopeft.failpoints`): each trial's fault
+Faults come from ``AUTOPEFT_FAILPOINTS`` (:mod:`autopeft.training.failpoints`): each trial's fault
 follows from a hash of its configuration, so the same configuration meets the same fault in
 both searches. The model is a 4-layer BERT of hidden size 32 built from a config (random
 weights, the demo's tokenizer), and the data a generated two-class table: the trials cost
@@ -34,10 +34,10 @@ import torch
 from mlflow.tracking import MlflowClient
 from transformers import BertConfig, BertForSequenceClassification
 
-from autopeft.failpoints import ENV, KINDS
-from autopeft.reaper import ray_descendants
+from autopeft.training.failpoints import ENV, KINDS
+from autopeft.driver.reaper import ray_descendants
 from autopeft.tasks import demo_model_path
-from autopeft.tracking import FAILURE, STATUS, TRIAL_NUMBER, load_search
+from autopeft.results.tracking import FAILURE, STATUS, TRIAL_NUMBER, load_search
 
 TIMEOUT = 60  # s: the trial timeout, which the hanging trials run into (normal trials take a few)
 

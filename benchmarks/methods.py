@@ -18,14 +18,14 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer
 
-from autopeft.adapters import get_adapter
+from autopeft.trial.binding import get_adapter
 from autopeft.adapters.peft_family import METHODS
 from autopeft.config import SearchConfig
-from autopeft.measure import count_parameters
-from autopeft.driver import prepare
+from autopeft.training.measure import count_parameters
+from autopeft.driver.setup import prepare
 from autopeft.config import Fidelity
-from autopeft.training import Hyperparameters, planned_steps, train
-from autopeft.trial import build_model, loader
+from autopeft.training.loop import Hyperparameters, planned_steps, train
+from autopeft.trial.run import build_model, loader
 
 
 def fixed_values(method: str, lr: float) -> dict:

@@ -100,7 +100,7 @@ def _position(dim, value) -> float:
 
 def load_problem(task: str, table_dir: Path) -> Problem:
     from autopeft.config import SearchConfig
-    from autopeft.driver import load_setup
+    from autopeft.driver.setup import load_setup
 
     options = task_options(task, table_dir)
     config = SearchConfig(space=str(SPACE), seed=0, data_seed=0)
@@ -129,7 +129,7 @@ def load_problem(task: str, table_dir: Path) -> Problem:
     # the reference (the majority class on dev, the space's largest trainable share), the
     # accuracy floor and the analytic trainable share.
     from autopeft.objectives import resolve_objectives
-    from autopeft.reference import search_knowledge
+    from autopeft.optimizers.knowledge import search_knowledge
 
     objectives = resolve_objectives(["accuracy", "trainable_percent"])
     problem.knowledge = search_knowledge(objectives, space, setup.floors, {})

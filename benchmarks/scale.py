@@ -29,7 +29,7 @@ so the driver's own work (suggest, dispatch, logging) is a large share of each t
    Windows: cycles 1-10, 91-100 and the last ten; mean / median / p90 in ms; and the
    Theil-Sen slope over every cycle (ms per 100 trials); the load average at each cycle; and
    the driver thread's CPU time per component, which the shared machine's load inflates far less
-   than wall time. The journal (parent run tag ``autopeft.journal``, rewritten at every ask,
+   than wall time. The journal (parent run tag ``autopeft.driver.journal``, rewritten at every ask,
    start and end) is read back: its size and the time of one ``pickle.dumps`` of it, and of one
    ``save()`` of the live journal.
 2. ``python -m autopeft.cli front --output-dir DIR --experiment scale-<first optimizer>`` on the
@@ -446,7 +446,7 @@ def time_command(argv: list[str], repeats: int) -> tuple[list[float], subprocess
 SPLIT = """
 import contextlib, io, json, sys, time
 t0 = time.perf_counter()
-import autopeft.cli, autopeft.report, autopeft.rows, autopeft.tracking, autopeft.resume
+import autopeft.cli, autopeft.results.report, autopeft.results.rows, autopeft.results.tracking, autopeft.driver.resume
 t1 = time.perf_counter()
 with contextlib.redirect_stdout(io.StringIO()):
     code = autopeft.cli.main(sys.argv[1:])

@@ -75,9 +75,9 @@ def run_one(strategy: str, seed: int, learning_rate: float, task: str = "demo", 
     import torch
 
     from autopeft.config import SearchConfig
-    from autopeft.driver import load_setup, prepare
+    from autopeft.driver.setup import load_setup, prepare
     from autopeft.config import Fidelity
-    from autopeft.trial import evaluate_adapter, run_trial
+    from autopeft.trial.run import evaluate_adapter, run_trial
 
     torch.set_num_threads(2)
     fixed = {"strategy": strategy, **FIXED, **KNOBS[strategy], "learning_rate": learning_rate}

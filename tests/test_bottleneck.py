@@ -9,7 +9,8 @@ from peft import PeftModel
 from transformers import (BertConfig, BertForSequenceClassification, LlamaConfig,
                           LlamaForSequenceClassification)
 
-from autopeft.adapters import BuildContext, get_adapter
+from autopeft.adapters import BuildContext
+from autopeft.trial.binding import get_adapter
 from autopeft.adapters.bottleneck import (ATTRIBUTE, BottleneckConfig, FFNAdapters, bottleneck_state_dict,
                                           insert_bottlenecks, load_bottlenecks, save_bottlenecks)
 from autopeft.adapters.sapa import (OFF_K, head_modules, head_parameter_count, module_size,
@@ -17,10 +18,10 @@ from autopeft.adapters.sapa import (OFF_K, head_modules, head_parameter_count, m
 from autopeft.config import DataConfig, SearchConfig
 from autopeft.errors import SpaceError
 from autopeft.models import model_layout
-from autopeft.driver import prepare
+from autopeft.driver.setup import prepare
 from autopeft.space import load_space
 from autopeft.config import Fidelity
-from autopeft.trial import evaluate_adapter, run_trial
+from autopeft.trial.run import evaluate_adapter, run_trial
 
 HIDDEN, LAYERS = 32, 4
 
@@ -257,7 +258,8 @@ def test_a_sapa_trial_trains_saves_and_scores_the_same_after_reload(tiny_model_d
 
 def test_builder_count_matches_the_built_model_through_the_layout() -> None:
     """The count the search uses for constraints (layout-based) is the built model's."""
-    from autopeft.adapters import BuildContext, get_adapter
+    from autopeft.adapters import BuildContext
+    from autopeft.trial.binding import get_adapter
     from autopeft.models import model_layout
     from autopeft.space import load_space
 
@@ -321,7 +323,7 @@ def test_per_layer_prefix_on_every_layer_computes_what_pefts_prefix_tuning_does(
 def test_no_two_sapa_configurations_build_the_same_model() -> None:
     # Before: on a narrow model several log2 sizes gave the same width (k = 5..9 all give 1
     # on this 32-wide model), so the optimizer could pay for one model several times.
-    from autopeft.driver import _Identity
+    from autopeft.driver.drive import _Identity
 
     spec = load_space("autopeft_sapa")
     base = tiny_bert()

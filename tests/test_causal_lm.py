@@ -11,15 +11,15 @@ import pytest
 import torch
 from peft import PeftModel
 
-from autopeft.adapters import get_adapter
+from autopeft.trial.binding import get_adapter
 from autopeft.adapters.peft_family import METHODS
 from autopeft.config import DataConfig, Fidelity, SearchConfig
-from autopeft.driver import prepare
+from autopeft.driver.setup import prepare
 from autopeft.errors import DataError, ObjectiveError
 from autopeft.tasks import DataSource, make_task
 from autopeft.tasks.causal_lm import IGNORE, greedy_answers, normalize_answer
-from autopeft.training import Hyperparameters, planned_steps, train
-from autopeft.trial import build_model, loader, run_trial
+from autopeft.training.loop import Hyperparameters, planned_steps, train
+from autopeft.trial.run import build_model, loader, run_trial
 
 from conftest import write_answers_csv
 
@@ -193,7 +193,7 @@ def test_lora_llm_preset_with_bf16_and_gradient_checkpointing(lm_setups) -> None
 def test_every_strategy_trains_a_llama(lm_setups, strategy, tmp_path) -> None:
     """Each strategy runs its stages on a decoder with grouped-query attention (Light-PEFT
     prunes whole key/value groups) and saves an adapter that reloads to the same outputs."""
-    from autopeft.loading import load_adapter
+    from autopeft.trial.loading import load_adapter
 
     pruning = {"light_peft_head_prune": 0.5, "light_peft_neuron_prune": 0.5} if strategy == "light_peft" else {}
     setup, optimizer = lm_setups("strategies", strategy=strategy, **pruning,
@@ -223,7 +223,7 @@ def test_bottleneck_adapters_find_the_llama_mlp(lm_setups, space, tmp_path) -> N
 
 
 def test_demo_lm_picks_its_budget_only_where_the_user_left_the_defaults(tmp_path) -> None:
-    from autopeft.inputs import check_inputs
+    from autopeft.driver.inputs import check_inputs
 
     config = SearchConfig(task="demo-lm", output_dir=str(tmp_path))
     check_inputs(config)

@@ -14,7 +14,7 @@ import pytest
 
 from autopeft import cli
 from autopeft.config import SECTIONS, SearchConfig, load_config
-from autopeft.describe import count_configurations
+from autopeft.driver.describe import count_configurations
 from autopeft.space import load_space, presets
 
 
@@ -107,18 +107,18 @@ def test_public_names_stay_what_they_are_after_their_modules_load() -> None:
     """``autopeft.search`` is the function even once the module that defines it is imported
     (a submodule of the same name would replace the lazily loaded attribute)."""
     import autopeft
-    import autopeft.driver  # noqa: F401
-    import autopeft.loading  # noqa: F401
+    import autopeft.driver.drive  # noqa: F401
+    import autopeft.trial.loading  # noqa: F401
     import autopeft.objectives  # noqa: F401
 
-    assert callable(autopeft.search) and autopeft.search.__module__ == "autopeft.driver"
+    assert callable(autopeft.search) and autopeft.search.__module__ == "autopeft.driver.drive"
     assert callable(autopeft.objective) and callable(autopeft.load_adapter)
     assert set(autopeft.__all__) <= set(dir(autopeft))
 
 
 @pytest.mark.parametrize("name", ["demo.yaml", "search.yaml"])
 def test_the_example_configs_pass_the_input_checks(name) -> None:
-    from autopeft.inputs import check_inputs
+    from autopeft.driver.inputs import check_inputs
 
     root = Path(__file__).resolve().parents[1]
     config = load_config(str(root / "examples" / name), {})

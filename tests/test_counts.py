@@ -12,13 +12,13 @@ import torch
 from transformers import (DebertaV2Config, DebertaV2Model, DistilBertConfig, DistilBertModel, LlamaConfig,
                           LlamaModel, RobertaConfig, RobertaModel)
 
-from autopeft.adapters import get_adapter
+from autopeft.trial.binding import get_adapter
 from autopeft.config import DataConfig, SearchConfig
-from autopeft.measure import count_parameters
-from autopeft.driver import prepare
+from autopeft.training.measure import count_parameters
+from autopeft.driver.setup import prepare
 from autopeft.tasks import demo_model_path
 from autopeft.config import Fidelity
-from autopeft.trial import build_model
+from autopeft.trial.run import build_model
 
 from conftest import TOKENIZER_FILES
 

@@ -84,7 +84,8 @@ def test_demo_data_is_fresh_vs_rotten_without_plot_rows() -> None:
 
 def test_data_without_task_is_the_users_and_says_what_was_dropped(tmp_path, tiny_model_dir) -> None:
     from autopeft.config import DataConfig, SearchConfig
-    from autopeft.driver import describe_data, prepare
+    from autopeft.driver.drive import describe_data
+    from autopeft.driver.setup import prepare
 
     path = tmp_path / "tickets.csv"
     rows = ["body,queue"] + [f"printer {i} is jammed,hardware" for i in range(30)] \
@@ -102,7 +103,7 @@ def test_data_without_task_is_the_users_and_says_what_was_dropped(tmp_path, tiny
 
 def test_data_seed_keeps_the_splits_and_training_seed_moves_only_the_training(tiny_model_dir, tmp_path) -> None:
     from autopeft.config import DataConfig, Fidelity, SearchConfig
-    from autopeft.driver import load_setup
+    from autopeft.driver.setup import load_setup
 
     path = write_sentiment_csv(tmp_path / "r.csv", rows=300)
 

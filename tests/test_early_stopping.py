@@ -11,12 +11,13 @@ from mlflow.tracking import MlflowClient
 
 import autopeft
 from autopeft.config import DataConfig, EarlyStopping, Fidelity, SearchConfig
-from autopeft.driver import prepare
+from autopeft.driver.setup import prepare
 from autopeft.errors import ConfigError
-from autopeft.inputs import check_inputs
+from autopeft.driver.inputs import check_inputs
 from autopeft.schedulers import make_scheduler
 from autopeft.schedulers.moasha import crowding_distances, non_domination_ranks, priority_ranks
-from autopeft.trial import OBJECTIVE_PREFIX, run_trial
+from autopeft.trial.run import run_trial
+from autopeft.objectives import OBJECTIVE_PREFIX
 
 from conftest import write_sentiment_csv
 
@@ -122,7 +123,7 @@ def test_search_with_moasha_stops_trials_and_records_them(tiny_model_dir, tmp_pa
 
 
 def test_stopped_trials_reach_the_optimizer_as_low_fidelity_observations(setup) -> None:
-    from autopeft.runner import OptimizerSearcher
+    from autopeft.driver.runner import OptimizerSearcher
 
     setup, _ = setup
     told = []

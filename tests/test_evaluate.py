@@ -8,9 +8,9 @@ from mlflow.tracking import MlflowClient
 
 import autopeft
 from autopeft.cli import main
-from autopeft.evaluation import evaluate
-from autopeft.runner import run_jobs
-from autopeft.tracking import EVALUATES, PARENT, ROLE
+from autopeft.driver.evaluation import evaluate
+from autopeft.driver.runner import run_jobs
+from autopeft.results.tracking import EVALUATES, PARENT, ROLE
 
 
 def _evaluation_runs(result):
@@ -102,7 +102,7 @@ def test_jobs_run_at_most_concurrency_at_once_and_a_failure_stops_no_other(concu
 
 
 def test_baselines_are_trained_alike_and_drawn_with_the_front(tiny_search, capsys) -> None:
-    from autopeft.tracking import BASELINE
+    from autopeft.results.tracking import BASELINE
 
     result, tmp = tiny_search
     table = evaluate(result.run_id, output_dir=str(tmp / "runs"), seeds=1, fidelity={"max_train_examples": 32},
@@ -142,9 +142,9 @@ def test_unknown_baseline_and_baselines_without_final_seeds_are_errors(tiny_sear
 
 
 def test_at_the_search_fidelity_and_seed_a_trial_is_its_own_retraining(tiny_search) -> None:
-    from autopeft.driver import load_setup
-    from autopeft.evaluation import retrain, stored_config
-    from autopeft.tracking import REUSED, open_search
+    from autopeft.driver.setup import load_setup
+    from autopeft.driver.evaluation import retrain, stored_config
+    from autopeft.results.tracking import REUSED, open_search
 
     result, tmp = tiny_search
     table = evaluate(result.run_id, output_dir=str(tmp / "runs"), seeds=2, fidelity={"max_train_examples": 64},

@@ -13,8 +13,8 @@ from mlflow.tracking import MlflowClient
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from autopeft.cli import main
-from autopeft.export import DEMO_HUB_ID, base_model_of
-from autopeft.loading import load_adapter
+from autopeft.results.export import DEMO_HUB_ID, base_model_of
+from autopeft.trial.loading import load_adapter
 from autopeft.tasks import demo_model_path
 
 TEXTS = ["the film was superb number 3", "this movie was dull number 8", "a scene was bad"]
@@ -114,7 +114,7 @@ def test_the_base_model_is_named_as_another_machine_loads_it(tmp_path) -> None:
 
 
 def test_the_card_says_when_stock_peft_is_not_enough(tmp_path) -> None:
-    from autopeft.export import why_autopeft_loads
+    from autopeft.results.export import why_autopeft_loads
 
     (tmp_path / "adapter_config.json").write_text("{}")
     assert why_autopeft_loads(tmp_path, {"adapter": "lora", "strategy": "none"}) is None

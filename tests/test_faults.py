@@ -12,10 +12,10 @@ from mlflow.tracking import MlflowClient
 
 import autopeft
 from autopeft import failpoints
-from autopeft.failures import failure_reason, memory_cap
-from autopeft.runner import check_cluster_paths, ray_session
+from autopeft.trial.failures import failure_reason, memory_cap
+from autopeft.driver.runner import check_cluster_paths, ray_session
 from autopeft.errors import ClusterError
-from autopeft.tracking import ATTEMPTS, FAILURE, NODE, STATUS
+from autopeft.results.tracking import ATTEMPTS, FAILURE, NODE, STATUS
 
 #: what each kind's recorded reason says
 REASONS = {"exception": "injected fault: the trial raised", "nan_loss": "training loss is nan",
@@ -82,7 +82,7 @@ def test_a_trial_that_errs_before_it_starts_is_recorded_as_failed() -> None:
     # the search died with a KeyError. Each is now started for the listeners, then failed.
     from types import SimpleNamespace
 
-    from autopeft.runner import _Forward
+    from autopeft.driver.runner import _Forward
 
     events = []
 

@@ -11,15 +11,15 @@ import torch
 from datasets import Dataset
 from scipy.stats import qmc
 
-from autopeft.adapters import get_adapter
-from autopeft.driver import bind_space
+from autopeft.trial.binding import get_adapter
+from autopeft.trial.binding import bind_space
 from autopeft.models import model_layout
 from autopeft.objectives import resolve_objectives
 from autopeft.optimizers import make_optimizer
 from autopeft.optimizers import mobo as mobo_module
 from autopeft.optimizers.base import initial_designs, sample_unseen
-from autopeft.records import ObjectiveInfo, TrialRecord, front_of, learned
-from autopeft.reference import extreme, search_knowledge
+from autopeft.results.records import ObjectiveInfo, TrialRecord, front_of, learned
+from autopeft.optimizers.knowledge import extreme, search_knowledge
 from autopeft.space import load_space
 from autopeft.tasks import SequenceClassification
 

@@ -13,7 +13,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from autopeft.loading import ADAPTER_INFO, load_adapter
+from autopeft.trial.loading import ADAPTER_INFO, load_adapter
 from autopeft.models import model_layout
 from autopeft.strategies.base import StrategyContext
 from autopeft.strategies.light_peft import LightPeft, LightPeftConfig, PruningPlan, apply_plan

@@ -13,7 +13,7 @@ import autopeft
 from autopeft.cli import build_parser
 from autopeft.config import Limits, load_config
 from autopeft.errors import ConfigError
-from autopeft.runner import Resources, plan_resources, ray_session
+from autopeft.driver.runner import Resources, plan_resources, ray_session
 
 from test_search_e2e import runs_of
 
@@ -112,7 +112,7 @@ def test_the_local_ray_listens_on_loopback_only() -> None:
 
     import psutil
 
-    from autopeft.reaper import TOKEN
+    from autopeft.driver.reaper import TOKEN
 
     with ray_session():
         token = os.environ[TOKEN]

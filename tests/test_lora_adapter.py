@@ -7,7 +7,8 @@ import torch
 from peft import LoraConfig
 from transformers import BertConfig, BertForSequenceClassification
 
-from autopeft.adapters import BuildContext, get_adapter
+from autopeft.adapters import BuildContext
+from autopeft.trial.binding import get_adapter
 from autopeft.models import model_layout
 from autopeft.space import load_space
 

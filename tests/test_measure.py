@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from autopeft import measure
-from autopeft.measure import PeakMemory
+from autopeft.training.measure import PeakMemory
 
 
 @pytest.mark.parametrize("released", [True, False])

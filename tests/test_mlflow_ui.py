@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from autopeft.tracking import EXPERIMENT_KIND, NOTE
+from autopeft.results.tracking import EXPERIMENT_KIND, NOTE
 
 pytestmark = pytest.mark.slow
 BROWSER = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")

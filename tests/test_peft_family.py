@@ -10,16 +10,16 @@ import torch
 from peft import PeftModel
 from transformers import AutoTokenizer
 
-from autopeft.adapters import get_adapter
+from autopeft.trial.binding import get_adapter
 from autopeft.adapters.peft_family import METHODS
 from autopeft.config import DataConfig, SearchConfig
 from autopeft.errors import SpaceError
-from autopeft.measure import count_parameters
-from autopeft.driver import prepare
+from autopeft.training.measure import count_parameters
+from autopeft.driver.setup import prepare
 from autopeft.space import load_space
 from autopeft.config import Fidelity
-from autopeft.training import Hyperparameters, planned_steps, train
-from autopeft.trial import build_model, loader
+from autopeft.training.loop import Hyperparameters, planned_steps, train
+from autopeft.trial.run import build_model, loader
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from autopeft.optimizers.outcomes import parse_constraints
-from autopeft.records import ObjectiveInfo, TrialRecord, front_of, hypervolume_history, meets
+from autopeft.results.records import ObjectiveInfo, TrialRecord, front_of, hypervolume_history, meets
 
 OBJECTIVES = [ObjectiveInfo("accuracy", "maximize"), ObjectiveInfo("trainable_percent", "minimize")]
 
@@ -39,7 +39,7 @@ def test_infeasible_trials_leave_the_front_and_add_no_hypervolume():
 def test_hypervolume_never_falls_when_a_trial_is_added():
     # Before: the progress line went 0.0011, 4.1e-09, 0.090 as the inferred reference moved
     # inwards (one trial: 10% of the value; two tied trials: 10% of a zero range).
-    from autopeft.records import HypervolumeLog
+    from autopeft.results.records import HypervolumeLog
 
     log = HypervolumeLog(OBJECTIVES)
     trials = [record(1, 0.578, 0.05), record(2, 0.578, 0.03), record(3, 0.55, 0.2),
@@ -53,12 +53,12 @@ def test_hypervolume_never_falls_when_a_trial_is_added():
 
 
 def test_hypervolume_with_a_given_reference_uses_it_throughout():
-    from autopeft.records import HypervolumeLog
+    from autopeft.results.records import HypervolumeLog
 
     log = HypervolumeLog(OBJECTIVES, {"accuracy": 0.5, "trainable_percent": 1.0})
     log.add([record(1, 0.6, 0.5)])
     assert list(log.reference) == [0.5, 1.0] and math.isclose(log.curve[0], 0.1 * 0.5)
-    assert "accuracy given" in log.rule
+    assert "accuracy 0.5 (given)" in log.rule
 
 
 def test_the_front_mask_agrees_with_botorchs() -> None:

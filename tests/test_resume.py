@@ -15,11 +15,11 @@ import psutil
 import pytest
 from mlflow.tracking import MlflowClient
 
-from autopeft.journal import Journal
-from autopeft.reaper import ray_descendants
-from autopeft.records import TrialRecord
-from autopeft.runner import OptimizerSearcher
-from autopeft.tracking import ATTEMPTS, RESUMES, STATUS, TRIAL_NUMBER, load_search
+from autopeft.driver.journal import Journal
+from autopeft.driver.reaper import ray_descendants
+from autopeft.results.records import TrialRecord
+from autopeft.driver.runner import OptimizerSearcher
+from autopeft.results.tracking import ATTEMPTS, RESUMES, STATUS, TRIAL_NUMBER, load_search
 
 from conftest import write_sentiment_csv
 

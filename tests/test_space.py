@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from autopeft.adapters import get_adapter
+from autopeft.trial.binding import get_adapter
 from autopeft.errors import ConfigError, SpaceError
 from autopeft.space import load_space, presets
 

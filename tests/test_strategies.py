@@ -13,18 +13,18 @@ import torch
 from peft import PeftModel
 from transformers import AutoTokenizer
 
-from autopeft.adapters import get_adapter
+from autopeft.trial.binding import get_adapter
 from autopeft.config import DataConfig, SearchConfig
 from autopeft.errors import SpaceError
-from autopeft.loading import load_adapter
-from autopeft.measure import count_parameters
-from autopeft.driver import prepare
+from autopeft.trial.loading import load_adapter
+from autopeft.training.measure import count_parameters
+from autopeft.driver.setup import prepare
 from autopeft.space import load_space
 from autopeft.strategies.layers import AdapterLayers
 from autopeft.strategies.light_peft import PruningPlan, apply_plan
 from autopeft.config import Fidelity
-from autopeft.training import Hyperparameters, TrainingLoop, linear_warmup_decay, train
-from autopeft.trial import build_model, loader, run_trial
+from autopeft.training.loop import Hyperparameters, TrainingLoop, linear_warmup_decay, train
+from autopeft.trial.run import build_model, loader, run_trial
 
 FIDELITY = Fidelity(max_train_examples=96, epochs=1, max_length=24, batch_size=8)
 
@@ -115,7 +115,7 @@ def test_no_step_of_a_warm_up_trains_at_rate_zero(strategy_setup) -> None:
 def _one_ist_step(setup, config):
     """Train one step; return the weights of every adapter layer before and after, and which
     layers the strategy let train."""
-    from autopeft.trial import _Trial
+    from autopeft.trial.run import _Trial
     trial = _Trial(setup, config)
     batches = trial.loader(setup.train_tokens, 8, True)
     model, _ = trial.build("train", 1, batches)
@@ -251,7 +251,7 @@ def test_flexora_gates_move_to_the_layer_that_lowers_the_heldout_loss(strategy_s
           flexora_gate_lr: {type: choice, values: [0.05], when: {strategy: flexora}}
     """))
     setup, config = strategy_setup("flexora", space=str(space), layers=[True, False, False, True])
-    from autopeft.trial import _Trial
+    from autopeft.trial.run import _Trial
     trial = _Trial(setup, config)
     batches = trial.loader(setup.train_tokens, 8, True)
     model, _ = trial.build("search", 10, batches)
@@ -340,7 +340,7 @@ def test_a_narrowed_copy_of_the_strategies_preset_binds(tmp_path, offered) -> No
 
 def _trained(setup, config, steps: int):
     """The trial's model after ``steps`` steps at the configuration's learning rate, and its strategy."""
-    from autopeft.trial import _Trial
+    from autopeft.trial.run import _Trial
     trial = _Trial(setup, config)
     batches = trial.loader(setup.train_tokens, 8, True)
     model, _ = trial.build("train", steps, batches)
@@ -417,7 +417,7 @@ def test_light_peft_keeps_the_heads_that_matter(strategy_setup) -> None:
     # kept when half the heads go; before, the final mask values ranked them, which after a
     # short estimation is a count of gradient signs (ties removed head 0 first).
     from autopeft.strategies.light_peft.strategy import ESTIMATE
-    from autopeft.trial import _Trial
+    from autopeft.trial.run import _Trial
 
     setup, config = strategy_setup("light_peft", layers=[True] * 4, rank=4, light_peft_head_prune=0.5,
                                    light_peft_mask_lr=1e-3, target_modules=["attn_q", "ffn_up"])

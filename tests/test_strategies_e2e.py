@@ -14,10 +14,10 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from autopeft.config import SearchConfig
-from autopeft.loading import load_adapter
-from autopeft.driver import prepare
+from autopeft.trial.loading import load_adapter
+from autopeft.driver.setup import prepare
 from autopeft.config import Fidelity
-from autopeft.trial import evaluate_adapter, run_trial
+from autopeft.trial.run import evaluate_adapter, run_trial
 
 pytestmark = pytest.mark.slow
 

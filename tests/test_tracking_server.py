@@ -18,7 +18,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 import autopeft
-from autopeft.tracking import PARENT, ROLE, STATUS
+from autopeft.results.tracking import PARENT, ROLE, STATUS
 
 TRIALS = 4
 

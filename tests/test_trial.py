@@ -11,11 +11,11 @@ from transformers import AutoTokenizer
 import autopeft
 from autopeft.config import DataConfig, SearchConfig
 from autopeft.errors import TrialError
-from autopeft.measure import count_parameters
-from autopeft.driver import prepare
+from autopeft.training.measure import count_parameters
+from autopeft.driver.setup import prepare
 from autopeft.config import Fidelity
-from autopeft.training import Hyperparameters, train
-from autopeft.trial import build_model, by_length, evaluate_adapter, loader, run_trial
+from autopeft.training.loop import Hyperparameters, train
+from autopeft.trial.run import build_model, by_length, evaluate_adapter, loader, run_trial
 
 
 @pytest.fixture
@@ -92,7 +92,7 @@ def test_evaluation_batches_go_shortest_first_and_score_the_same(setup) -> None:
 
 @pytest.mark.parametrize("max_norm", [0.0, 1e-3])
 def test_gradients_are_clipped_to_max_grad_norm(setup, max_norm) -> None:
-    from autopeft.training import TrainingHooks
+    from autopeft.training.loop import TrainingHooks
 
     setup, optimizer = setup
     norms: list[float] = []
@@ -118,7 +118,7 @@ def test_front_members_are_scored_on_test_by_every_quality_objective(setup, tmp_
     from pathlib import Path
 
     from autopeft.objectives import resolve_objective
-    from autopeft.trial import score_adapter
+    from autopeft.trial.run import score_adapter
 
     setup, optimizer = setup
     seen = []

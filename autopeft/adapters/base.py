@@ -21,7 +21,7 @@ from autopeft.plugins import Registry, subclass_of
 from autopeft.models import ModelLayout
 from autopeft.space import SpaceSpec
 from autopeft.tasks.base import MODEL_OPTIONS
-from autopeft.training import TRAINING_RULES, TrainingHooks
+from autopeft.training.loop import TRAINING_RULES, TrainingHooks
 
 #: PEFT task types whose (new) head is trained with the adapter
 HEAD_TASK_TYPES = frozenset({"SEQ_CLS", "TOKEN_CLS", "QUESTION_ANS"})
@@ -113,23 +113,3 @@ def adapter_builder(name: str, **where: Any) -> AdapterBuilder:
     """The builder registered as ``name``."""
     cls = ADAPTERS.get(name, **where)
     return _BUILDERS.setdefault(cls, cls())
-
-
-def get_adapter(spec: SpaceSpec) -> AdapterBuilder:
-    """The builder for ``spec``; checks that every parameter is one it, training or a training
-    strategy reads, and that the space's strategies work with this adapter."""
-    # Strategies build on adapters (they wrap and reshape them), so they import this module:
-    # the reverse import waits until a space is checked.
-    from autopeft.strategies import check_strategy_space, strategy_parameters
-
-    builder = adapter_builder(spec.adapter, source=spec.source)
-    allowed = builder.parameters | TRAINING_PARAMETERS | set(MODEL_OPTIONS) | strategy_parameters()
-    for name in spec.parameters:
-        if name not in allowed:
-            raise SpaceError(f"'{spec.adapter}' takes no parameter '{name}'; allowed are "
-                             f"{sorted(allowed)}", source=spec.source, key=f"parameters.{name}",
-                             line=spec.line_of(name))
-    check_values(spec, {**TRAINING_RULES, **MODEL_OPTIONS, **builder.value_rules})
-    builder.check_space(spec)
-    check_strategy_space(spec)
-    return builder

@@ -25,7 +25,7 @@ from autopeft.adapters.placement import Placement, check_roles
 from autopeft.errors import SpaceError
 from autopeft.models import ModelLayout
 from autopeft.space import Scalar, SpaceSpec
-from autopeft.training import TrainingHooks, TrainingLoop
+from autopeft.training.loop import TrainingHooks, TrainingLoop
 
 PLACED = frozenset({"layers", "target_modules", "dropout"})
 RANKED = PLACED | {"rank", "alpha_multiplier"}

@@ -9,7 +9,7 @@ from ray.tune.schedulers import FIFOScheduler
 from autopeft.config import EarlyStopping
 from autopeft.schedulers import register_scheduler
 
-#: the fraction of its training a trial had done at a report (see :func:`autopeft.trial.run_trial`)
+#: the fraction of its training a trial had done at a report (see :func:`autopeft.trial.run.run_trial`)
 PROGRESS = "progress"
 
 

@@ -13,7 +13,7 @@ from ray.tune.schedulers import TrialScheduler
 from autopeft.config import EarlyStopping
 from autopeft.schedulers import register_scheduler
 from autopeft.schedulers.base import PROGRESS, Scheduler, rung_milestones
-from autopeft.trial import OBJECTIVE_PREFIX
+from autopeft.objectives import OBJECTIVE_PREFIX
 
 
 def non_domination_ranks(losses: np.ndarray) -> np.ndarray:

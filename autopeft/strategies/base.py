@@ -1,7 +1,7 @@
 """Training strategies: methods that decide *while training* where an adapter goes and how
 large it is (Flexora, IST, IncreLoRA, Light-PEFT), and their registry.
 
-A strategy is a :class:`~autopeft.training.TrainingHooks` with a name, a config dataclass
+A strategy is a :class:`~autopeft.training.loop.TrainingHooks` with a name, a config dataclass
 of knobs and one or more *stages*. For each stage the trial builds a model (the base model,
 :meth:`TrainingStrategy.before_wrap`, :meth:`TrainingStrategy.wrap` with the adapter,
 :meth:`TrainingStrategy.after_wrap`) and trains it with the strategy's hooks; only the last
@@ -27,7 +27,7 @@ from autopeft.errors import SpaceError
 from autopeft.plugins import Registry, subclass_of
 from autopeft.models import ModelLayout
 from autopeft.space import Choice, Scalar, SpaceSpec
-from autopeft.training import TrainingHooks
+from autopeft.training.loop import TrainingHooks
 
 if TYPE_CHECKING:  # adapters build on this module's registry users, not the reverse
     from autopeft.adapters.base import AdapterBuilder, BuildContext

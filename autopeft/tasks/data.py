@@ -3,12 +3,14 @@ splitting them into train/dev/test with a seed, stratified, without duplicates a
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
 
+from autopeft.config import DataConfig
 from autopeft.errors import DataError
 
 _FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
@@ -34,6 +36,14 @@ class DataSource:
         return [(role, path) for role, path in (("train", self.train_file), ("dev", self.dev_file),
                                                 ("test", self.test_file)) if path]
 
+
+
+def data_source(config: DataConfig) -> DataSource:
+    """Where the user's data is and which column plays which role (``text_column`` -> ``text``)."""
+    roles = {f.name.removesuffix("_column"): getattr(config, f.name) for f in dataclasses.fields(config)
+             if f.name.endswith("_column")}
+    return DataSource(config.train_file, config.dev_file, config.test_file, roles,
+                      chat_template=bool(config.chat_template))
 
 def load_tables(source: DataSource, task: str, required: tuple[str, ...], optional: tuple[str, ...] = ()
                 ) -> tuple[dict[str, Dataset], list[str], dict[str, str], str]:

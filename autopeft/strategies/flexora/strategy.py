@@ -31,7 +31,7 @@ from datasets import Dataset
 from autopeft.strategies.base import StrategyContext, TrainingStrategy, register_strategy
 from autopeft.strategies.flexora.config import FlexoraConfig
 from autopeft.strategies.layers import AdapterLayers
-from autopeft.training import TrainingLoop, to_device
+from autopeft.training.loop import TrainingLoop, to_device
 
 SEARCH, TRAIN = "search", "train"
 

@@ -36,7 +36,7 @@ from autopeft.adapters.placement import Placement
 from autopeft.strategies.base import StrategyContext, TrainingStrategy, register_strategy
 from autopeft.strategies.increlora.config import IncreLoraConfig
 from autopeft.strategies.increlora.rank import ADAPTER, GrowingRank
-from autopeft.training import TrainingLoop
+from autopeft.training.loop import TrainingLoop
 
 if TYPE_CHECKING:
     from autopeft.adapters.base import AdapterBuilder, BuildContext

@@ -32,7 +32,7 @@ import torch
 from autopeft.strategies.base import StrategyContext, TrainingStrategy, register_strategy
 from autopeft.strategies.ist.config import ISTConfig
 from autopeft.strategies.layers import AdapterLayers
-from autopeft.training import TrainingLoop, to_device
+from autopeft.training.loop import TrainingLoop, to_device
 
 _MAX_DRAWS = 100
 

@@ -48,12 +48,12 @@ from peft import LoraConfig, get_peft_model
 from peft.tuners.lora import LoraLayer
 from torch import nn
 
-from autopeft.measure import count_parameters
+from autopeft.training.measure import count_parameters
 from autopeft.models import ModelLayout
 from autopeft.strategies.base import StrategyContext, TrainingStrategy, register_strategy
 from autopeft.strategies.light_peft.config import LightPeftConfig
 from autopeft.strategies.light_peft.plan import PruningPlan, apply_plan, lowest
-from autopeft.training import TrainingLoop
+from autopeft.training.loop import TrainingLoop
 
 if TYPE_CHECKING:
     from autopeft.adapters.base import AdapterBuilder, BuildContext

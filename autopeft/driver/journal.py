@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from autopeft.errors import AutopeftError
-from autopeft.records import HypervolumeLog, TrialRecord
+from autopeft.results.records import HypervolumeLog, TrialRecord
 
 if TYPE_CHECKING:
     from autopeft.optimizers import Optimizer

@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import plotly.graph_objects as go  # noqa: E402
 
-from autopeft.records import ObjectiveInfo, TrialRecord, summarize_config  # noqa: E402
+from autopeft.results.records import ObjectiveInfo, TrialRecord, summarize_config  # noqa: E402
 
 
 def format_front(front: list[TrialRecord], objectives: list[ObjectiveInfo]) -> str:

@@ -29,13 +29,14 @@ from ray.tune.search import Searcher
 
 from autopeft.config import EarlyStopping, Limits
 from autopeft.errors import ClusterError
-from autopeft.failures import failure_reason, memory_cap
-from autopeft.journal import Journal
+from autopeft.trial.failures import failure_reason, memory_cap
+from autopeft.driver.journal import Journal
 from autopeft.optimizers import Optimizer
-from autopeft.reaper import reap_descendants
+from autopeft.driver.reaper import reap_descendants
 from autopeft.schedulers import make_scheduler
 from autopeft.space import Config
-from autopeft.trial import OBJECTIVE_PREFIX, SearchSetup, run_trial
+from autopeft.trial.run import SearchSetup, run_trial
+from autopeft.objectives import OBJECTIVE_PREFIX
 
 _log = logging.getLogger(__name__)
 

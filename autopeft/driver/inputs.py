@@ -1,7 +1,7 @@
 """The checks a search's input gets before torch, Ray, MLflow or BoTorch is imported.
 
 ``autopeft search`` runs them first, so that a typo in a flag, a space file or a path comes
-back at once; :func:`autopeft.driver.prepare` runs them again (they are cheap) before it
+back at once; :func:`autopeft.driver.drive.prepare` runs them again (they are cheap) before it
 loads the model and data, so that the Python API checks in the same order.
 """
 
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from pathlib import Path
 
-from autopeft.baselines import resolve_baselines
+from autopeft.driver.baselines import resolve_baselines
 from autopeft.config import Fidelity, SearchConfig
 from autopeft.costs import COSTS, RUNG_COSTS, TRIAL_FIGURES
 from autopeft.errors import ConfigError, DataError, ModelError, ObjectiveError

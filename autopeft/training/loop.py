@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 from autopeft import failpoints
 from autopeft.config import Fidelity
 from autopeft.errors import TrialError
-from autopeft.measure import Stopwatch
+from autopeft.training.measure import Stopwatch
 from autopeft.space.values import FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_INT, ValueRule
 from autopeft.tasks.base import Evaluation, Task
 

@@ -16,9 +16,9 @@ from mlflow.tracking import MlflowClient
 
 from autopeft.costs import COSTS
 from autopeft.errors import AutopeftError
-from autopeft.loading import ADAPTER_INFO
-from autopeft.records import TrialRecord
-from autopeft.tracking import StoredSearch
+from autopeft.trial.loading import ADAPTER_INFO
+from autopeft.results.records import TrialRecord
+from autopeft.results.tracking import StoredSearch
 
 #: what a configuration-only export keeps of an adapter folder
 CONFIG_FILES = ("adapter_config.json", ADAPTER_INFO, "README.md")
@@ -198,7 +198,7 @@ def model_card(stored: StoredSearch, record: TrialRecord, run: Any, base: BaseMo
         "## How to load", "",
         *([] if stock else [f"This adapter needs autopeft to load (`pip install autopeft`): {needs_autopeft}.", ""]),
         "```python",
-        "from peft import PeftModel" if stock else "from autopeft.loading import load_adapter",
+        "from peft import PeftModel" if stock else "from autopeft.trial.loading import load_adapter",
         f"from transformers import {auto}, AutoTokenizer",
         "",
         load_base,

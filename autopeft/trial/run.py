@@ -23,20 +23,19 @@ from torch.utils.data import DataLoader
 from transformers import DataCollatorWithPadding
 
 from autopeft import failpoints
-from autopeft.adapters import AdapterBuilder, BuildContext, get_adapter
-from autopeft.loading import ADAPTER_INFO, load_adapter
-from autopeft.measure import PeakMemory, Stopwatch, count_parameters
+from autopeft.adapters import AdapterBuilder, BuildContext
+from autopeft.trial.binding import get_adapter
+from autopeft.trial.loading import ADAPTER_INFO, load_adapter
+from autopeft.training.measure import PeakMemory, Stopwatch, count_parameters
 from autopeft.models import ModelLayout
-from autopeft.objectives import Objective, TrialOutput
-from autopeft.reference import Knowledge
+from autopeft.objectives import OBJECTIVE_PREFIX, Objective, TrialOutput
+from autopeft.optimizers.knowledge import Knowledge
 from autopeft.space import Config, SearchSpace
 from autopeft.strategies import StrategyContext, TrainingStrategy, make_strategy
 from autopeft.tasks.base import Evaluation, ModelOptions, Task, TaskData
 from autopeft.config import Fidelity
-from autopeft.training import Hyperparameters, TrainingLoop, planned_steps, train
+from autopeft.training.loop import Hyperparameters, TrainingLoop, planned_steps, train
 
-#: the prefix of objective values in what a trial reports (rungs and the final result)
-OBJECTIVE_PREFIX = "objective/"
 
 
 
@@ -259,7 +258,7 @@ def save_adapter(model: torch.nn.Module, path: Path, setup: SearchSetup, config:
 
 
 def evaluate_adapter(setup: SearchSetup, adapter_dir: Path, split: Dataset) -> Evaluation:
-    """Load a saved adapter onto a fresh base model (:func:`~autopeft.loading.load_adapter`:
+    """Load a saved adapter onto a fresh base model (:func:`~autopeft.trial.loading.load_adapter`:
     stock PeftModel.from_pretrained for PEFT methods) and evaluate it on ``split`` (raw
     examples, e.g. the test split)."""
     return _reload_and_evaluate(setup, adapter_dir, split)[0]

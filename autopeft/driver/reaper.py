@@ -7,7 +7,7 @@ process beside it: it holds the read end of a pipe whose write end only the driv
 kernel closes it however the driver ends), keeps a list of the driver's Ray descendants while the
 driver lives, and ends those still running once the pipe closes.
 
-Run as ``python -m autopeft.reaper PID``; :func:`reap_descendants` starts it.
+Run as ``python -m autopeft.driver.reaper PID``; :func:`reap_descendants` starts it.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def reap_descendants() -> Iterator[None]:
     read_end, write_end = os.pipe()
     token = f"{os.getpid()}-{uuid.uuid4().hex}"
     # A session of its own: a Ctrl-C or a kill of the driver's process group spares it.
-    watchdog = subprocess.Popen([sys.executable, "-m", "autopeft.reaper", str(os.getpid()), token],
+    watchdog = subprocess.Popen([sys.executable, "-m", "autopeft.driver.reaper", str(os.getpid()), token],
                                 stdin=read_end, start_new_session=True, close_fds=True,
                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     os.close(read_end)

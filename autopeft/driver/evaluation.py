@@ -24,8 +24,8 @@ from mlflow.tracking import MlflowClient
 from autopeft.config import Fidelity, SearchConfig, config_from_record
 from autopeft.costs import COSTS
 from autopeft.errors import AutopeftError
-from autopeft.records import ObjectiveInfo, TrialRecord, front_of, summarize_config
-from autopeft.tracking import CONFIG_ARTIFACT, REUSED, StoredSearch, evaluation_run, finish_evaluation_run
+from autopeft.results.records import ObjectiveInfo, TrialRecord, front_of, summarize_config
+from autopeft.results.tracking import CONFIG_ARTIFACT, REUSED, StoredSearch, evaluation_run, finish_evaluation_run
 
 #: the default fidelity of a final evaluation: every training and dev example
 FULL = {"max_train_examples": None, "max_eval_examples": None}
@@ -75,7 +75,7 @@ def final_fidelity(searched: Fidelity, fidelity: dict[str, Any] | None) -> Fidel
 def baseline_jobs(setup: Any, baselines: list[str], seeds: int) -> list[tuple[MemberEvaluation, Any, int, int]]:
     """(evaluation, setup, seed, i) for each of ``seeds`` seeds of each baseline, trained as
     ``setup`` (the final evaluation's) says."""
-    from autopeft.baselines import baseline_setup, resolve_baselines
+    from autopeft.driver.baselines import baseline_setup, resolve_baselines
 
     jobs = []
     for baseline in resolve_baselines(baselines) if baselines else []:
@@ -92,8 +92,8 @@ def train_baselines_ahead(config: SearchConfig) -> dict[tuple[str, int], Any]:
     seed) for :func:`evaluate` to collect. They need nothing from the search, and started
     before it they run in the slots its trials leave free (its last trials, its stopped ones)
     instead of after it."""
-    from autopeft.driver import load_setup
-    from autopeft.runner import submit
+    from autopeft.driver.setup import load_setup
+    from autopeft.driver.runner import submit
 
     final = dataclasses.replace(config, fidelity=final_fidelity(config.fidelity, config.final_fidelity or None))
     return {(e.baseline, seed): submit(retrain, (dataclasses.replace(job_setup, seed=seed), {}), config.concurrency)
@@ -112,8 +112,8 @@ def evaluate_front(client: MlflowClient, stored: StoredSearch, *, seeds: int = 3
     ``baselines`` (names, or ``["all"]``) are trained the same way and join the front of the
     means, so that a member a hand-made configuration beats drops off it. ``ahead`` holds
     baselines already training (:func:`train_baselines_ahead`)."""
-    from autopeft.driver import load_setup
-    from autopeft.runner import collect, run_jobs
+    from autopeft.driver.setup import load_setup
+    from autopeft.driver.runner import collect, run_jobs
 
     ahead = ahead or {}
     for key, value in (("--seeds", seeds), ("--concurrency", concurrency)):
@@ -187,7 +187,7 @@ def retrain(setup: Any, config: dict[str, Any]) -> dict[str, Any]:
     the address of the node it ran on (this machine's when it ran in-process)."""
     import ray
 
-    from autopeft.trial import run_trial, score_adapter
+    from autopeft.trial.run import run_trial, score_adapter
 
     with tempfile.TemporaryDirectory() as tmp:
         result = run_trial(setup, config, save_to=Path(tmp) / "adapter")
@@ -259,8 +259,8 @@ def evaluate(run_id: str | None = None, *, experiment: str = "autopeft", trackin
     ``concurrency`` at once; logs the runs, ``evaluation.csv`` and the plot
     ``evaluation_front.png``/``.html`` under the search and returns the table (see
     :func:`evaluation_table`)."""
-    from autopeft.report import plot_evaluation_html, plot_evaluation_png
-    from autopeft.tracking import open_search
+    from autopeft.results.report import plot_evaluation_html, plot_evaluation_png
+    from autopeft.results.tracking import open_search
 
     uri = SearchConfig(tracking_uri=tracking_uri, **({"output_dir": output_dir} if output_dir else {})
                        ).resolved_tracking_uri
@@ -296,8 +296,8 @@ def evaluation_markdown(table: pd.DataFrame, objectives: list[ObjectiveInfo]) ->
 def _describe(client: MlflowClient, stored: StoredSearch, table: pd.DataFrame) -> None:
     """Put the evaluation first in the search's description (the MLflow UI's run page), above
     the search-time front, replacing an earlier evaluation's."""
-    from autopeft.report import NOTE_LIMIT
-    from autopeft.tracking import NOTE
+    from autopeft.results.report import NOTE_LIMIT
+    from autopeft.results.tracking import NOTE
 
     run_id = stored.parent.info.run_id
     note = client.get_run(run_id).data.tags.get(NOTE, "")

@@ -22,14 +22,14 @@ def describe_space(name_or_path: str, *, model: str | None = None, num_labels: i
     ``model`` loaded as ``task`` loads it (the demo model by default; a demo task's own model),
     with a ``num_labels`` head for classification. Raises the same one-line
     errors as a search does for the same space and model."""
-    from autopeft.adapters import get_adapter
+    from autopeft.trial.binding import get_adapter
     from autopeft.errors import ConfigError
-    from autopeft.inputs import check_model_reference
+    from autopeft.driver.inputs import check_model_reference
     from autopeft.models import model_layout
-    from autopeft.driver import bind_space, parameter_counter
+    from autopeft.trial.binding import bind_space, parameter_counter
     from autopeft.space import load_space
     from autopeft.tasks import TaskData, demo_model_path, make_task
-    from autopeft.trial import quiet_libraries
+    from autopeft.trial.run import quiet_libraries
 
     quiet_libraries()
     spec = load_space(name_or_path)

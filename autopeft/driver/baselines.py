@@ -17,7 +17,7 @@ from autopeft.space import SpaceSpec, load_space
 from autopeft.space.parse import parse_space
 
 if TYPE_CHECKING:
-    from autopeft.trial import SearchSetup
+    from autopeft.trial.run import SearchSetup
 
 _ALL_LINEAR = ["attn_q", "attn_k", "attn_v", "attn_o", "ffn_up", "ffn_down"]
 
@@ -83,8 +83,8 @@ def resolve_baselines(names: list[str] | None) -> list[Baseline]:
 def baseline_setup(setup: SearchSetup, baseline: Baseline) -> SearchSetup:
     """``setup`` (the search's model, data and fidelity) with ``baseline``'s space, every
     parameter pinned: its one configuration is ``{}``."""
-    from autopeft.adapters import get_adapter
-    from autopeft.driver import bind_space
+    from autopeft.trial.binding import get_adapter
+    from autopeft.trial.binding import bind_space
 
     spec = baseline.spec()
     space = bind_space(spec, get_adapter(spec), setup.layout, baseline.fixed)

@@ -2,7 +2,7 @@
 telling, from the store, a search that crashed from one that runs.
 
 The parent run names the driver running it (host, pid, start time) and its journal
-(:mod:`autopeft.journal`). A search still marked running whose driver is gone crashed: its
+(:mod:`autopeft.driver.journal`). A search still marked running whose driver is gone crashed: its
 parent and the trials that were running are marked interrupted, by ``--resume`` and by any
 command that reads the search (``autopeft front``, ``trials``, ``evaluate``).
 """
@@ -20,55 +20,13 @@ from mlflow.tracking import MlflowClient
 
 from autopeft.config import SearchConfig, config_record
 from autopeft.errors import AutopeftError
-from autopeft.journal import Journal
-from autopeft.tracking import (DRIVER, FAILURE, JOURNAL, RESUMES, STATUS, TRIAL_NUMBER, SearchTracker, StoredSearch,
+from autopeft.driver.journal import Journal
+from autopeft.results.crashes import driver_gone
+from autopeft.results.tracking import (DRIVER, FAILURE, JOURNAL, RESUMES, STATUS, TRIAL_NUMBER, SearchTracker, StoredSearch,
                                load_search)
 
 #: settings a resumed search may change: they decide how trials run, not which
 MAY_CHANGE = ("concurrency", "ray_address", "limits")
-
-
-def driver_identity() -> str:
-    """This process, as the parent run's DRIVER tag names it."""
-    me = psutil.Process()
-    return json.dumps({"host": socket.gethostname(), "pid": me.pid, "started": me.create_time()})
-
-
-def driver_gone(tag: str | None) -> bool | None:
-    """Whether the driver a DRIVER tag names has ended; None when this machine cannot tell
-    (another host, or a search stored before autopeft named its driver)."""
-    try:
-        info = json.loads(tag or "")
-    except json.JSONDecodeError:
-        return None
-    if info.get("host") != socket.gethostname():
-        return None
-    try:
-        # The start time tells the driver from a later process that got its pid.
-        return abs(psutil.Process(int(info["pid"])).create_time() - float(info["started"])) > 1.0
-    except psutil.NoSuchProcess:
-        return True
-
-
-def mark_if_crashed(client: MlflowClient, stored: StoredSearch) -> bool:
-    """If ``stored`` is marked running but its driver is gone, mark it and its running trials
-    interrupted; True if it did."""
-    tags = stored.parent.data.tags
-    if stored.status != "running" or not driver_gone(tags.get(DRIVER)):
-        return False
-    pid = json.loads(tags[DRIVER])["pid"]
-    for run in stored.runs:
-        if run.data.tags.get(STATUS) == "running":
-            _mark_interrupted(client, run.info.run_id, f"the search's driver (pid {pid}) ended while it trained")
-    _mark_interrupted(client, stored.parent.info.run_id,
-                      f"the driver (pid {pid}) ended before the search finished; "
-                      f"`autopeft search ... --resume {stored.parent.info.run_id}` continues it")
-    return True
-
-
-def _mark_interrupted(client: MlflowClient, run_id: str, reason: str) -> None:
-    client.log_batch(run_id, tags=[RunTag(STATUS, "interrupted"), RunTag(FAILURE, reason)])
-    client.set_terminated(run_id, status="KILLED")
 
 
 def resume_search(tracker: SearchTracker, config: SearchConfig, run_id: str | None) -> tuple[Journal, str]:
@@ -119,7 +77,7 @@ def _reconcile(tracker: SearchTracker, stored: StoredSearch, journal: Journal) -
 
 def _check_same_settings(client: MlflowClient, stored: StoredSearch, config: SearchConfig) -> None:
     """A resumed search must propose what the original would have: the same settings."""
-    from autopeft.evaluation import stored_config
+    from autopeft.driver.evaluation import stored_config
 
     before = _plain(config_record(stored_config(client, stored)))
     now = _plain(config_record(config))
