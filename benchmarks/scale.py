@@ -241,12 +241,13 @@ class Profiler:
     def install(self) -> None:
         from ray.tune.execution.tune_controller import TuneController
 
-        from autopeft import driver, journal, records, runner, tracking
+        from autopeft.driver import journal, monitor, runner
+        from autopeft.results import records, tracking
 
-        self.wrap(driver._Monitor, "on_start", "monitor other", before=self._next_cycle)
+        self.wrap(monitor.Monitor, "on_start", "monitor other", before=self._next_cycle)
         for name in ("on_complete", "on_failed", "on_stopped", "_finished"):
-            self.wrap(driver._Monitor, name, "monitor other")
-        self.wrap(driver._Monitor, "_show", "front + progress line")
+            self.wrap(monitor.Monitor, name, "monitor other")
+        self.wrap(monitor.Monitor, "_show", "front + progress line")
         self.wrap(records.HypervolumeLog, "add", "hypervolume")
         self.wrap(runner.OptimizerSearcher, "suggest", "optimizer ask")
         self.wrap(runner.OptimizerSearcher, "on_trial_complete", "optimizer tell")

@@ -323,7 +323,7 @@ def test_per_layer_prefix_on_every_layer_computes_what_pefts_prefix_tuning_does(
 def test_no_two_sapa_configurations_build_the_same_model() -> None:
     # Before: on a narrow model several log2 sizes gave the same width (k = 5..9 all give 1
     # on this 32-wide model), so the optimizer could pay for one model several times.
-    from autopeft.driver.drive import _Identity
+    from autopeft.trial.binding import _Identity
 
     spec = load_space("autopeft_sapa")
     base = tiny_bert()

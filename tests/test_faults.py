@@ -11,7 +11,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 import autopeft
-from autopeft import failpoints
+from autopeft.training import failpoints
 from autopeft.trial.failures import failure_reason, memory_cap
 from autopeft.driver.runner import check_cluster_paths, ray_session
 from autopeft.errors import ClusterError

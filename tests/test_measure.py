@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from autopeft import measure
+from autopeft.training import measure
 from autopeft.training.measure import PeakMemory
 
 

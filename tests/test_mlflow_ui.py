@@ -1,6 +1,8 @@
-"""The MLflow UI as a user sees it, in a real headless Chromium: `autopeft ui` opens the
-experiment on its runs (not MLflow's GenAI trace view), and the search's run page shows the
-front table (test scores, configurations) in its description."""
+"""The MLflow UI as a new user meets it, in a real headless Chromium, following the README:
+`make demo`'s config (at a small fidelity), then `autopeft ui` with no flags. Its first printed
+link is the latest search's page, whose description shows the front (test scores,
+configurations); the experiment opens on its runs, not on MLflow's GenAI trace view. Before,
+the demo logged to the experiment `demo` while `ui` looked in `autopeft` and printed no link."""
 
 from __future__ import annotations
 
@@ -38,12 +40,13 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def ui(tiny_search):
-    """A finished search and `autopeft ui` serving its store."""
-    result, tmp = tiny_search
+def ui(demo_cli_search):
+    """The demo's search and `autopeft ui` serving its store, with no flag but the folder and
+    a free port: (the search's process output, the links it printed in order, the folder)."""
+    _, out, tmp = demo_cli_search
     port = _free_port()
     log = (tmp / "ui.log").open("w")
-    server = subprocess.Popen([sys.executable, "-m", "autopeft.cli", "ui", "--output-dir", str(tmp / "runs"),
+    server = subprocess.Popen([sys.executable, "-m", "autopeft.cli", "ui", "--output-dir", str(out),
                                "--port", str(port)], stdout=log, stderr=log, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -56,9 +59,9 @@ def ui(tiny_search):
                 if time.monotonic() > deadline or server.poll() is not None:
                     raise RuntimeError("the MLflow UI did not start") from None
                 time.sleep(1)
-        links = dict(line.strip().split(": ", 1) for line in (tmp / "ui.log").read_text().splitlines()
-                     if line.startswith("  ") and ": http://" in line)
-        yield result, links, tmp
+        links = [tuple(line.strip().split(": ", 1)) for line in (tmp / "ui.log").read_text().splitlines()
+                 if line.startswith("  ") and ": http://" in line]
+        yield out, links, tmp
     finally:
         os.killpg(server.pid, 15)
         server.wait(timeout=30)
@@ -74,25 +77,29 @@ def _render(browser: str, url: str, tmp: Path, screenshot: Path | None = None) -
     return subprocess.run(flags + ["--dump-dom", url], capture_output=True, text=True, timeout=180).stdout
 
 
-def test_the_search_run_page_shows_the_front_in_a_real_browser(ui, browser) -> None:
-    result, links, tmp = ui
-    client = MlflowClient(result.tracking_uri)
-    experiment = client.get_experiment_by_name("autopeft")
-    assert experiment.tags.get(EXPERIMENT_KIND[0]) == EXPERIMENT_KIND[1]
-    note = client.get_run(result.run_id).data.tags[NOTE]
-    # The front leads the description until a final evaluation is put above it (test_evaluate's).
-    assert f"**Pareto front: {len(result.front)} of 3 completed trials**" in note
-    assert note.startswith(("**Pareto front", "**Final evaluation"))
-    assert "test_accuracy" in note and all(t.name in note for t in result.front)
+def _latest(out: Path):
+    client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("demo")
+    parent = client.search_runs([experiment.experiment_id], "tags.`autopeft.role` = 'search'")[0]
+    trials = client.search_runs([experiment.experiment_id], "tags.`autopeft.role` = 'trial'")
+    return client, experiment, parent, [t for t in trials if t.data.tags.get("autopeft.pareto") == "true"]
 
+
+def test_the_first_link_ui_prints_shows_the_demo_front_in_a_real_browser(ui, browser) -> None:
+    out, links, tmp = ui
+    client, experiment, parent, front = _latest(out)
+    assert experiment.tags.get(EXPERIMENT_KIND[0]) == EXPERIMENT_KIND[1]
+    note = parent.data.tags[NOTE]
+    assert "Pareto front:" in note and "test_accuracy" in note and all(t.info.run_name in note for t in front)
+
+    what, link = links[0]  # the first thing `autopeft ui` prints
+    assert what == f"the front of the latest search ({parent.info.run_name}, experiment demo)"
+    assert parent.info.run_id in link
     shot = tmp / "search-run-page.png"
-    search_name = client.get_run(result.run_id).info.run_name
-    link = links[f"the front of the latest search ({search_name})"]  # what `autopeft ui` prints
-    assert result.run_id in link
     page = _render(browser, link, tmp, shot)
     assert "Pareto front:" in page, page[-3000:]
-    for trial in result.front:
-        assert trial.name in page
+    for trial in front:
+        assert trial.info.run_name in page
     assert "test_accuracy" in page
     assert shot.is_file() and shot.stat().st_size > 20_000  # a rendered page, not a blank one
     if os.environ.get("AUTOPEFT_SCREENSHOTS"):  # keep it for people to look at
@@ -100,11 +107,12 @@ def test_the_search_run_page_shows_the_front_in_a_real_browser(ui, browser) -> N
 
 
 def test_the_experiment_opens_on_its_runs_not_on_traces(ui, browser) -> None:
-    result, links, tmp = ui
-    search_name = MlflowClient(result.tracking_uri).get_run(result.run_id).info.run_name
+    out, links, tmp = ui
+    _, _, parent, _ = _latest(out)
+    searches = dict(links)["the searches of experiment demo"]
     shot = tmp / "experiment-page.png"
-    page = _render(browser, links["the searches"], tmp, shot)
-    assert search_name in page, page[-3000:]
+    page = _render(browser, searches, tmp, shot)
+    assert parent.info.run_name in page, page[-3000:]
     assert "Detect Issues in Your Traces" not in page  # MLflow's GenAI overview
     if os.environ.get("AUTOPEFT_SCREENSHOTS"):
         shutil.copy(shot, Path(os.environ["AUTOPEFT_SCREENSHOTS"]) / shot.name)

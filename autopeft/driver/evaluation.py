@@ -249,7 +249,7 @@ def format_evaluation(table: pd.DataFrame, objectives: list[ObjectiveInfo]) -> s
     return "\n".join(lines)
 
 
-def evaluate(run_id: str | None = None, *, experiment: str = "autopeft", tracking_uri: str | None = None,
+def evaluate(run_id: str | None = None, *, experiment: str | None = None, tracking_uri: str | None = None,
              output_dir: str | None = None, seeds: int = 3, fidelity: dict[str, Any] | None = None,
              objectives: list[Any] | None = None, baselines: list[str] | None = None,
              concurrency: int = 1, ray_address: str | None = None,

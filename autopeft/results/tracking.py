@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, Param, Run, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -218,18 +218,20 @@ class StoredSearch:
         return front_of(self.records, self.objectives)
 
 
-def load_search(client: MlflowClient, experiment: str, run_id: str | None = None) -> StoredSearch | None:
-    """The search ``run_id`` (else the newest one) of ``experiment`` with its trials."""
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        return None
+def load_search(client: MlflowClient, experiment: str | None, run_id: str | None = None) -> StoredSearch | None:
+    """The search ``run_id`` (else the newest one) of ``experiment`` (``None``: of any
+    experiment in the store) with its trials."""
     if run_id:
-        parent = client.get_run(run_id)
+        try:
+            parent = client.get_run(run_id)
+        except MlflowException:
+            return None
         if parent.data.tags.get(ROLE) != "search":
             return None
+        if experiment is not None and client.get_experiment(parent.info.experiment_id).name != experiment:
+            return None
     else:
-        parents = client.search_runs([exp.experiment_id], filter_string=f"tags.`{ROLE}` = 'search'",
-                                     order_by=["attributes.start_time DESC"], max_results=1)
+        parents = latest_searches(client, experiment, 1)
         if not parents:
             return None
         parent = parents[0]
@@ -257,6 +259,29 @@ def load_search(client: MlflowClient, experiment: str, run_id: str | None = None
     return StoredSearch(parent, objectives, [p[0] for p in pairs], [p[1] for p in pairs])
 
 
+def latest_searches(client: MlflowClient, experiment: str | None, limit: int = 1) -> list[Run]:
+    """The parent runs of the newest ``limit`` searches of ``experiment`` (``None``: of every
+    experiment in the store), newest first."""
+    if experiment is None:
+        ids = [e.experiment_id for e in client.search_experiments()]
+    else:
+        found = client.get_experiment_by_name(experiment)
+        ids = [found.experiment_id] if found is not None else []
+    if not ids:
+        return []
+    return client.search_runs(ids, filter_string=f"tags.`{ROLE}` = 'search'",
+                              order_by=["attributes.start_time DESC"], max_results=limit)
+
+
+def searched_experiments(client: MlflowClient) -> list[tuple[str, str]]:
+    """(name, id) of every experiment that holds a search, the one with the newest first."""
+    out: dict[str, str] = {}
+    for run in latest_searches(client, None, 10_000):
+        experiment = client.get_experiment(run.info.experiment_id)
+        out.setdefault(experiment.name, experiment.experiment_id)
+    return list(out.items())
+
+
 def stored_front(tracking_uri: str, run_id: str) -> tuple[str, list[TrialRecord]]:
     """The space name and the front of search ``run_id``, whatever its experiment; a
     ConfigError naming the run when the store has no such search."""
@@ -271,10 +296,11 @@ def stored_front(tracking_uri: str, run_id: str) -> tuple[str, list[TrialRecord]
     return run.data.params.get("space", ""), stored.front()
 
 
-def open_search(tracking_uri: str, experiment: str, run_id: str | None = None, *,
+def open_search(tracking_uri: str, experiment: str | None, run_id: str | None = None, *,
                 explicit_uri: bool = False) -> tuple[MlflowClient, StoredSearch]:
-    """The client and the search ``run_id`` (else the latest) of ``experiment``; a one-line
-    AutopeftError when there is no store (a default SQLite file that is not there) or no search."""
+    """The client and the search ``run_id`` (else the latest) of ``experiment`` (``None``: of
+    any experiment); a one-line AutopeftError when there is no store (a default SQLite file
+    that is not there) or no search."""
     if not explicit_uri and tracking_uri.startswith("sqlite:///") and not Path(tracking_uri[10:]).exists():
         raise AutopeftError("no search store here; run `autopeft search` or give --output-dir or "
                             "--tracking-uri", source=tracking_uri[10:])
@@ -286,6 +312,6 @@ def open_search(tracking_uri: str, experiment: str, run_id: str | None = None, *
         if mark_if_crashed(client, stored):
             stored = load_search(client, experiment, stored.parent.info.run_id)
     if stored is None:
-        raise AutopeftError(f"no search {run_id + ' ' if run_id else ''}found in experiment '{experiment}'",
-                            source=tracking_uri)
+        where = f"experiment '{experiment}'" if experiment is not None else "the store"
+        raise AutopeftError(f"no search {run_id + ' ' if run_id else ''}found in {where}", source=tracking_uri)
     return client, stored

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from autopeft import failpoints
+from autopeft.training import failpoints
 from autopeft.config import Fidelity
 from autopeft.errors import TrialError
 from autopeft.training.measure import Stopwatch

@@ -22,7 +22,7 @@ from datasets import Dataset
 from torch.utils.data import DataLoader
 from transformers import DataCollatorWithPadding
 
-from autopeft import failpoints
+from autopeft.training import failpoints
 from autopeft.adapters import AdapterBuilder, BuildContext
 from autopeft.trial.binding import get_adapter
 from autopeft.trial.loading import ADAPTER_INFO, load_adapter
