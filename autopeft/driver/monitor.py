@@ -11,7 +11,7 @@ from typing import Any
 from autopeft.driver.inputs import RESULT_METRICS
 from autopeft.driver.journal import Journal
 from autopeft.driver.progress import ProgressLine
-from autopeft.driver.runner import NODE_IP, STRATEGY_REPORT
+from autopeft.driver.runner import DEVICE, GPUS, NODE_IP, STRATEGY_REPORT
 from autopeft.objectives import OBJECTIVE_PREFIX
 from autopeft.optimizers.knowledge import Knowledge
 from autopeft.optimizers.outcomes import OutcomeConstraint
@@ -77,6 +77,7 @@ class Monitor:
         record.strategy_report = json.loads(result.get(STRATEGY_REPORT) or "{}")
         record.adapter_dir = adapter_dir
         record.node = result.get(NODE_IP)
+        record.device, record.gpus = result.get(DEVICE), result.get(GPUS)
         self._finished(record)
 
     def on_stopped(self, trial_id: str, result: dict[str, Any]) -> None:
@@ -89,9 +90,11 @@ class Monitor:
         record.node = result.get(NODE_IP)
         self._finished(record)
 
-    def on_failed(self, trial_id: str, error: str, node: str | None = None, status: str = "failed") -> None:
+    def on_failed(self, trial_id: str, error: str, node: str | None = None, status: str = "failed",
+                  result: dict[str, Any] | None = None) -> None:
         record = self.records[trial_id]
         record.status, record.error, record.node = status, error, node
+        record.device, record.gpus = (result or {}).get(DEVICE), (result or {}).get(GPUS)
         self._finished(record)
 
     def _finished(self, record: TrialRecord) -> None:

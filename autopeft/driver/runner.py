@@ -36,6 +36,7 @@ from autopeft.driver.reaper import reap_descendants
 from autopeft.schedulers import make_scheduler
 from autopeft.space import Config
 from autopeft.trial.run import SearchSetup, run_trial
+from autopeft.devices import DeviceReport, Placement, choose_device
 from autopeft.objectives import OBJECTIVE_PREFIX
 
 _log = logging.getLogger(__name__)
@@ -43,6 +44,8 @@ _log = logging.getLogger(__name__)
 STATUS = "autopeft_status"
 #: the result key holding the strategy's report, as JSON (Tune flattens nested results)
 STRATEGY_REPORT = "strategy_report"
+#: where a trial trained, in its final report: the device and why, and the GPUs Ray assigned it
+DEVICE, GPUS = "device", "gpu_ids"
 
 
 class TrialListener(Protocol):
@@ -240,7 +243,8 @@ class _Forward(Callback):
                 listener.on_failed(trial.trial_id, self._budget_reason(), _node(trial), "interrupted")
         else:
             for listener in self.listeners:
-                listener.on_failed(trial.trial_id, result.get("error", "trial ended without a result"), _node(trial))
+                listener.on_failed(trial.trial_id, result.get("error", "trial ended without a result"), _node(trial),
+                                   result=result)
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         # Retried (limits.retries): its next attempt gets a timeout of its own.
@@ -283,10 +287,17 @@ def _trainable(params: dict, setup: SearchSetup | None = None, threads: int = 1,
             final = {STATUS: "completed", "best_epoch": result.best_epoch,
                      **{OBJECTIVE_PREFIX + k: v for k, v in result.objectives.items()},
                      **{f"dev_{k}": v for k, v in result.metrics.items()}, **result.cost,
-                     **result.timing, STRATEGY_REPORT: json.dumps(result.strategy)}
+                     **result.timing, STRATEGY_REPORT: json.dumps(result.strategy), **_where(result.placement)}
             tune.report(final, checkpoint=Checkpoint.from_directory(tmp))
     except Exception as err:  # a failing trial must never end the search: report it instead
-        tune.report({STATUS: "failed", "error": failure_reason(err)})
+        tune.report({STATUS: "failed", "error": failure_reason(err), **_where(choose_device(DeviceReport.probe()))})
+
+
+def _where(placement: Placement | None) -> dict[str, str]:
+    """A trial's placement as its report carries it."""
+    if placement is None:
+        return {}
+    return {DEVICE: f"{placement.device}: {placement.reason}", GPUS: ",".join(placement.gpu_ids)}
 
 
 @dataclass(frozen=True)
@@ -305,8 +316,13 @@ def plan_resources(concurrency: int, limits: Limits | None = None) -> Resources:
     cpus = max(1, min(cpus, int(largest)))
     gpus = float(ray.cluster_resources().get("GPU", 0.0))
     even_gpus = min(1.0, gpus / concurrency) if gpus else 0.0
-    return Resources(limits.cpus_per_trial or cpus,
-                     even_gpus if limits.gpus_per_trial is None else limits.gpus_per_trial)
+    asked = limits.gpus_per_trial
+    if asked:  # more than any one node has: Ray would wait for ever for a node that never comes
+        most = max((n["Resources"].get("GPU", 0.0) for n in ray.nodes() if n.get("Alive")), default=0.0)
+        if asked > most:
+            raise ClusterError(f"a trial asks for {asked:g} GPU{'s' if asked != 1 else ''} and the largest node "
+                               f"has {most:g}: no trial could start", key="limits.gpus_per_trial")
+    return Resources(limits.cpus_per_trial or cpus, even_gpus if asked is None else asked)
 
 
 @contextmanager

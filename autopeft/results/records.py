@@ -39,6 +39,9 @@ class TrialRecord:
     strategy_report: dict[str, Any] = field(default_factory=dict)
     #: the Ray node it ran on (its IP address), where Ray said
     node: str | None = None
+    #: the device it trained on and why (``cpu: no CUDA device ...``), and the GPUs Ray assigned it
+    device: str | None = None
+    gpus: str | None = None
     #: how many times it started (more than once when a crash interrupted it)
     attempts: int = 1
 

@@ -11,6 +11,8 @@ FAILURE = "autopeft.failure"          # why a trial, retraining or search failed
 #: what FAILURE was named before: read from searches stored by earlier versions
 LEGACY_FAILURE = "autopeft.error"
 NODE = "autopeft.node"                # the Ray node (its IP address) a trial ran on
+DEVICE = "autopeft.device"            # the device a trial trained on, and why ("cpu: no CUDA device ...")
+GPUS = "autopeft.gpus"                # the GPU ids Ray assigned a trial ("" for none)
 EVALUATES = "autopeft.evaluates"      # on an evaluation run: the run id of the trial it retrains
 REUSED = "autopeft.reused"            # "true" on an evaluation run whose scores are its trial's own
 BASELINE = "autopeft.baseline"        # on a baseline run (role "baseline"): which hand-made configuration

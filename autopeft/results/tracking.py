@@ -22,7 +22,8 @@ from mlflow.tracking import MlflowClient
 from autopeft.errors import AutopeftError, ConfigError
 from autopeft.results.records import ObjectiveInfo, TrialRecord, front_of, learned, parse_param
 
-from autopeft.results.tags import (ATTEMPTS, BASELINE, CONFIG_ARTIFACT, DRIVER, EVALUATES, EXPERIMENT_KIND,  # noqa: F401
+from autopeft.results.tags import (ATTEMPTS, BASELINE, CONFIG_ARTIFACT, DEVICE, DRIVER, EVALUATES, EXPERIMENT_KIND,  # noqa: F401
+                                   GPUS,
                                    FAILURE, FEASIBLE, JOURNAL, LEGACY_FAILURE, NODE, NOTE, OBJECTIVES, PARENT,
                                    PARETO, RESUMES, REUSED, ROLE, STATUS, TRIAL_NUMBER)
 
@@ -91,7 +92,7 @@ class SearchTracker:
         (the first attempt's curve points stay in its history, before the new ones)."""
         self.client.update_run(record.run_id, status="RUNNING")
         self.client.log_batch(record.run_id, tags=[RunTag(STATUS, "running"), RunTag(ATTEMPTS, str(attempt))])
-        for tag in (FAILURE, NODE):
+        for tag in (FAILURE, NODE, DEVICE, GPUS):
             if tag in self.client.get_run(record.run_id).data.tags:
                 self.client.delete_tag(record.run_id, tag)
 
@@ -116,6 +117,8 @@ class SearchTracker:
             tags.append(RunTag(FAILURE, record.error[:5000]))
         if record.node:
             tags.append(RunTag(NODE, record.node))
+        if record.device:
+            tags += [RunTag(DEVICE, record.device[:5000]), RunTag(GPUS, record.gpus or "")]
         report = {k: v for k, v in record.strategy_report.items() if k != "name"}
         metrics += [Metric(k, v, _now_ms(), step) for k, v in flat_numbers(report).items()]
         self.client.log_batch(record.run_id, metrics=metrics, tags=tags)
@@ -254,7 +257,7 @@ def load_search(client: MlflowClient, experiment: str | None, run_id: str | None
             status=status, objectives={o.name: metrics[o.name] for o in objectives if o.name in metrics},
             test_metrics={k[5:]: v for k, v in metrics.items() if k.startswith("test_")},
             feasible=run.data.tags.get(FEASIBLE) != "false", run_id=run.info.run_id,
-            node=run.data.tags.get(NODE)), run))
+            node=run.data.tags.get(NODE), device=run.data.tags.get(DEVICE), gpus=run.data.tags.get(GPUS)), run))
     pairs.sort(key=lambda pair: pair[0].number)
     return StoredSearch(parent, objectives, [p[0] for p in pairs], [p[1] for p in pairs])
 

@@ -3,30 +3,28 @@ gradient checkpointing and 4-bit (QLoRA) base weights."""
 
 from __future__ import annotations
 
-import importlib.util
 from typing import Any
 
 import torch
 
+from autopeft import devices
 from autopeft.errors import ModelError
 from autopeft.tasks.base import ModelOptions
 
 
 def quantization_unavailable() -> str | None:
     """Why 4-bit base weights cannot be used here, or None when they can."""
-    if not torch.cuda.is_available():
-        return "4-bit base weights (QLoRA) need a CUDA GPU; none is visible"
-    if importlib.util.find_spec("bitsandbytes") is None:
-        return "4-bit base weights (QLoRA) need the bitsandbytes package (`pip install bitsandbytes`)"
-    return None
+    return devices.quantization_unavailable(devices.DeviceReport.probe())
 
 
 def load_pretrained(auto_class: Any, model_path: str, options: ModelOptions, **kwargs: Any
                     ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """``auto_class.from_pretrained(model_path, **kwargs)`` as ``options`` say, with its loading
     info (missing keys: the new task head)."""
+    report = devices.DeviceReport.probe()
+    placement = devices.choose_device(report)
     if options.quantization == "4bit":
-        reason = quantization_unavailable()
+        reason = devices.quantization_unavailable(report)
         if reason:
             raise ModelError(reason)
         from transformers import BitsAndBytesConfig
@@ -35,9 +33,10 @@ def load_pretrained(auto_class: Any, model_path: str, options: ModelOptions, **k
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=torch.bfloat16)
-        kwargs["device_map"] = {"": torch.cuda.current_device()}
-    model, info = auto_class.from_pretrained(model_path, dtype=options.dtype(), output_loading_info=True,
-                                             **kwargs)
+        kwargs["device_map"] = {"": placement.device}  # the GPU Ray assigned, not cuda:0 by habit
+    dtype, _ = devices.precision(options.precision, report, placement.device)
+    model, info = auto_class.from_pretrained(model_path, dtype=torch.bfloat16 if dtype == "bf16" else torch.float32,
+                                             output_loading_info=True, **kwargs)
     if options.quantization == "4bit":
         from peft import prepare_model_for_kbit_training
 

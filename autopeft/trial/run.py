@@ -24,6 +24,7 @@ from transformers import DataCollatorWithPadding
 
 from autopeft.training import failpoints
 from autopeft.adapters import AdapterBuilder, BuildContext
+from autopeft.devices import DeviceReport, Placement, choose_device
 from autopeft.trial.binding import get_adapter
 from autopeft.trial.loading import ADAPTER_INFO, load_adapter
 from autopeft.training.measure import PeakMemory, Stopwatch, count_parameters
@@ -75,10 +76,13 @@ class TrialResult:
     strategy: dict[str, Any] = field(default_factory=dict)
     #: the trained model as saved (only with ``run_trial(..., keep_model=True)``)
     model: torch.nn.Module | None = field(default=None, repr=False)
+    #: where it trained (the device, the GPUs Ray assigned it) and why
+    placement: Placement | None = None
 
 
 def pick_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """The device this process trains on (:func:`autopeft.devices.choose_device`)."""
+    return torch.device(choose_device(DeviceReport.probe()).device)
 
 
 def quiet_libraries() -> None:
@@ -113,7 +117,8 @@ class _Trial:
 
     def __init__(self, setup: SearchSetup, config: Config) -> None:
         self.setup = setup
-        self.device = pick_device()
+        self.placement = choose_device(DeviceReport.probe())
+        self.device = torch.device(self.placement.device)
         self.tokenizer = setup.task.load_tokenizer(setup.model_path)
         self.collate = setup.task.collator(self.tokenizer)
         self.values = setup.space.assemble(config)
@@ -206,7 +211,8 @@ def run_trial(setup: SearchSetup, config: Config, *, save_to: Path | None = None
     timing.update(trial_seconds=time.perf_counter() - started, eval_seconds=eval_seconds,
                   train_steps=float(steps_done))
     return TrialResult(objectives, outcome.best.metrics, cost, outcome.curves, outcome.best_epoch, timing,
-                       {"name": strategy.name, **strategy.report()}, model if keep_model else None)
+                       {"name": strategy.name, **strategy.report()}, model if keep_model else None,
+                       trial.placement)
 
 
 def _outputs(evaluation: Evaluation) -> dict[str, Any]:
