@@ -1,8 +1,8 @@
 """The ``autopeft`` command: ``search``, ``front``, ``trials``, ``evaluate``, ``export``,
 ``spaces``, ``space`` and ``ui``.
 
-Exit codes: 0 done; 1 a search finished without a feasible trial (every trial failed, or
-none met the outcome constraints); 2 bad input (a one-line message names the problem and
+Exit codes: 0 done; 1 a search finished without a feasible trial (every trial failed, none
+learned more than the task's trivial score, or none met the outcome constraints); 2 bad input (a one-line message names the problem and
 its place); 3 a crash (a bug: the traceback is printed); 130 interrupted.
 
 Only the standard library and the config module load before a command runs: ``--help`` and
@@ -55,7 +55,8 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, prefix: str = "
             parser.add_argument(flag, dest=prefix + f.name, action="append", metavar="NAME",
                                 help=meta["help"] + (f" (default: {', '.join(default)})" if default else ""))
         elif kind.startswith("bool"):  # None unless given, so that a config file's value stands
-            parser.add_argument(flag, dest=prefix + f.name, action="store_const", const=True, help=meta["help"])
+            parser.add_argument(flag, dest=prefix + f.name, action=argparse.BooleanOptionalAction, default=None,
+                                help=meta["help"])
         else:
             parse = int if kind.startswith("int") else float if kind.startswith("float") else str
             parser.add_argument(flag, dest=prefix + f.name, type=parse,
@@ -171,6 +172,13 @@ def cmd_search(args: argparse.Namespace) -> int:
     print(f"artifacts (pareto_front.csv/.png/.html, adapters/): {result.artifact_uri}")
     if not result.front and infeasible:  # any feasible completed trial would be on the front
         print("autopeft: no completed trial met the outcome constraints", file=sys.stderr)
+        return EXIT_NO_FEASIBLE
+    ran = [t for t in result.trials if t.status in ("completed", "stopped")]
+    if not result.front and ran and not any(learned(t, result.objectives) for t in ran):
+        floors = ", ".join(f"{o.name} {o.floor:.4g}" for o in result.objectives if o.floor is not None)
+        print(f"autopeft: no trial learned: all {len(ran)} that ran scored no better than the task's trivial "
+              f"score ({floors}); train longer (more examples or epochs) or search higher learning rates",
+              file=sys.stderr)
         return EXIT_NO_FEASIBLE
     if not result.front:
         first = failed[0].error if failed else "no trial ran"

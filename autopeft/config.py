@@ -122,6 +122,9 @@ class SearchConfig:
         "the task's: accuracy and trainable_percent for classification)", flag="objective"))
     reference_point: dict[str, float] = field(default_factory=dict, metadata=_help(
         "worst acceptable value per objective", cli=False))
+    learned_only: bool = field(default=True, metadata=_help(
+        "keep trials that score no better than the task's trivial score (the majority class) off the "
+        "front and tell the optimizer they learned nothing; --no-learned-only treats them as any other"))
     optimizer: str = field(default="mobo", metadata=_help(
         "mobo, random, tpe, nsga2, optuna_gp, or an installed plugin's optimizer"))
     optimizer_options: dict[str, Any] = field(default_factory=dict, metadata=_help(

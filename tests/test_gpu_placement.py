@@ -54,7 +54,7 @@ def _search(address: str, env: dict, model: Path, out: Path, *flags: str) -> sub
     cmd = [sys.executable, "-m", "autopeft.cli", "search", "--model", str(model), "--train-file", str(data),
            "--text-column", "review", "--label-column", "verdict", "--optimizer", "random",
            "--max-train-examples", "48", "--max-length", "32", "--ray-address", address,
-           "--output-dir", str(out), "--quiet", *flags]
+           "--output-dir", str(out), "--quiet", "--no-learned-only", *flags]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, cwd=out.parent)
 
 

@@ -19,7 +19,7 @@ import autopeft
 #: modules' imports must still be free of cycles.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("foundation", ("autopeft.errors", "autopeft._yaml", "autopeft.plugins", "autopeft.costs", "autopeft.pareto",
-                    "autopeft.models", "autopeft.config", "autopeft.objectives")),
+                    "autopeft.models", "autopeft.config", "autopeft.objectives", "autopeft.devices")),
     ("space", ("autopeft.space",)),
     ("tasks", ("autopeft.tasks",)),
     ("training", ("autopeft.training",)),

@@ -156,10 +156,16 @@ def _estimate_and_prune(kv_heads: int, removed_heads: dict[int, list[int]]):
                 param.normal_(0.0, 0.3, generator=generator)
     model = strategy.after_wrap(ESTIMATE, model).eval()
     with torch.no_grad():
+        # Pruning follows the accumulated importance; the masks make the estimation model
+        # compute what the pruned one will.
+        strategy.head_importance.fill_(1.0)
+        strategy.neuron_importance.fill_(1.0)
         for layer, heads in removed_heads.items():
             strategy.head_mask[layer, heads] = 0.0
+            strategy.head_importance[layer, heads] = 0.0
         gone = torch.randperm(LAYERS * FFN, generator=torch.Generator().manual_seed(3))[:LAYERS * FFN // 4]
         strategy.neuron_mask.view(-1)[gone] = 0.0
+        strategy.neuron_importance.view(-1)[gone] = 0.0
         ids = _ids()
         masked = model(ids).logits
     strategy.on_train_end(SimpleNamespace(model=model))
@@ -197,10 +203,10 @@ def test_gqa_strategy_prunes_groups_trains_on_and_reloads(tmp_path) -> None:
     reloaded = _save_and_reload(strategy, pruned, 2, tmp_path)
     with torch.no_grad():
         assert torch.equal(reloaded(ids).logits, pruned(ids).logits)
-    # Masks where the lowest heads (2 and 0 in layer 0) are not a group: the group with the
-    # lower mean goes whole.
+    # Importances where the lowest heads (2 and 0 in layer 0) are not a group: the group with
+    # the lower mean goes whole.
     with torch.no_grad():
-        strategy.head_mask.copy_(torch.tensor([[0.5, 0.6, 0.1, 0.9], [0.9, 0.8, 0.7, 0.6]]))
+        strategy.head_importance.copy_(torch.tensor([[0.5, 0.6, 0.1, 0.9], [0.9, 0.8, 0.7, 0.6]]))
     assert strategy._prune_base().heads == {0: (0, 1), 1: (0, 1)}
 
 

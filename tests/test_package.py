@@ -22,7 +22,7 @@ from autopeft.plugins import Registry, instance_of
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--trials", "1", "--max-train-examples", "16", "--max-eval-examples", "16", "--max-length", "16",
-        "--batch-size", "8", "--quiet"]
+        "--batch-size", "8", "--quiet", "--no-learned-only"]
 
 
 def run(args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: int = 600) -> subprocess.CompletedProcess:

@@ -35,7 +35,8 @@ def test_preset_search_on_the_demo(preset, local_ray, tmp_path, tiny_llama_dir) 
         "objectives": ["exact_match", "peak_memory_mb", answered]}
     result = autopeft.search(**task, space=preset, optimizer="random", trials=2, seed=1,
                              max_train_examples=32, max_eval_examples=32, max_length=32,
-                             output_dir=str(tmp_path), experiment=preset, progress=False)
+                             output_dir=str(tmp_path), experiment=preset, progress=False,
+                             learned_only=False)  # 32 examples learn nothing: the front is every completed trial
     errors = [t.error for t in result.trials if t.status != "completed"]
     assert not errors, errors
     assert result.front and all(m.test_metrics for m in result.front)

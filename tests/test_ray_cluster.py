@@ -222,7 +222,7 @@ def _search(cluster: Cluster, model: Path, data: Path, out: Path) -> subprocess.
     cmd = [sys.executable, "-m", "autopeft.cli", "search", "--model", str(model), "--train-file", str(data),
            "--text-column", "review", "--label-column", "verdict", "--optimizer", "random", "--trials", "2",
            "--concurrency", "2", "--max-train-examples", "48", "--max-length", "32",
-           "--ray-address", cluster.address, "--output-dir", str(out), "--quiet"]
+           "--ray-address", cluster.address, "--output-dir", str(out), "--quiet", "--no-learned-only"]
     return subprocess.run(cmd, capture_output=True, text=True, env=cluster.env, timeout=420, cwd=out.parent)
 
 

@@ -85,6 +85,7 @@ trials: {TRIALS}
 seed: 3
 fidelity: {{max_train_examples: 240, max_length: 32, epochs: 2}}
 output_dir: {tmp_path / 'runs'}
+learned_only: false
 """)
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)}
     search = _cli("search", "--config", str(config), "--quiet")

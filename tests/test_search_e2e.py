@@ -147,3 +147,20 @@ def test_trials_outside_the_outcome_constraints_stay_off_the_front(tiny_model_di
     assert [c.data.tags["autopeft.status"] for c in children] == ["completed", "completed"]
     assert {c.data.tags["autopeft.feasible"] for c in children} == {"false"}
     assert {c.data.tags["autopeft.pareto"] for c in children} == {"false"}
+
+
+def test_a_search_where_no_trial_learned_says_so_and_keeps_them_off_the_front(tiny_model_dir, sentiment_csv,
+                                                                              tmp_path, capsys) -> None:
+    # 16 examples, 2 steps: the trial stays at the majority class (the task's trivial score).
+    flags = ["search", "--task", "classification", "--model", str(tiny_model_dir), "--train-file", str(sentiment_csv),
+             "--text-column", "review", "--label-column", "verdict", "--optimizer", "random", "--trials", "1",
+             "--max-train-examples", "16", "--max-length", "16", "--quiet"]
+    code = main([*flags, "--output-dir", str(tmp_path / "runs")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and err[-1].startswith("autopeft: no trial learned: all 1 that ran scored no better")
+    _, _, children = runs_of(f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}", "autopeft")
+    assert [c.data.tags["autopeft.pareto"] for c in children] == ["false"]
+    # --no-learned-only: the same trial, now an ordinary one, is the front.
+    assert main([*flags, "--no-learned-only", "--output-dir", str(tmp_path / "all")]) == 0
+    _, _, children = runs_of(f"sqlite:///{tmp_path / 'all' / 'mlflow.db'}", "autopeft")
+    assert [c.data.tags["autopeft.pareto"] for c in children] == ["true"]

@@ -49,7 +49,7 @@ def test_cli_searches_strategies_and_mlflow_shows_them(tmp_path) -> None:
     config = tmp_path / "search.yaml"
     config.write_text("task: demo\nspace: strategies\noptimizer: random\ntrials: 2\nseed: 2\n"
                       "fixed: {strategy: light_peft, light_peft_head_prune: 0.25}\n"
-                      "objectives: [accuracy, base_params]\n"
+                      "objectives: [accuracy, base_params]\nlearned_only: false\n"
                       "fidelity: {max_train_examples: 64, max_eval_examples: 64, max_length: 32}\n")
     proc = subprocess.run([sys.executable, "-m", "autopeft.cli", "search", "--config", str(config),
                            "--output-dir", str(out)], capture_output=True, text=True, timeout=900, cwd=tmp_path)

@@ -36,7 +36,8 @@ def prepare(config: SearchConfig) -> tuple[SearchSetup, Optimizer]:
     if "n_initial" not in config.optimizer_options:
         # Every warm configuration gets tried: they take the place of random designs.
         options["n_initial"] = max(options["n_initial"], len(warm))
-    known = setup.knowledge = search_knowledge(objectives, setup.space, setup.floors, references(config, objectives))
+    floors = setup.floors if config.learned_only else {}
+    known = setup.knowledge = search_knowledge(objectives, setup.space, floors, references(config, objectives))
     if OPTIMIZERS.get(config.optimizer).uses_knowledge:
         options.setdefault("analytic", [known.analytic.get(o.name) for o in objectives])
         options.setdefault("floors", [known.floors.get(o.name) for o in objectives])
