@@ -52,6 +52,8 @@ from peft_table import FIDELITY, SPACE, TASKS, read_table, task_options  # noqa:
 
 DIRECTIONS = ["maximize", "minimize"]  # accuracy, trainable_percent
 CHECKPOINTS = (12, 25, 50)
+#: the optimizers whose asks take seconds: run after the cheap ones, replicate by replicate.
+MODEL_BASED = ("mobo", "optuna_gp")
 FIELDS = ["task", "optimizer", "replicate", "evaluation", "accuracy", "trainable_percent", "distance",
           "ask_seconds", "config"]
 
@@ -250,8 +252,9 @@ def run(args: argparse.Namespace) -> None:
             for r in range(args.replicates):
                 if (task, label, r) not in done:
                     jobs.append((task, label, name, json.loads(args.options), r, args.evaluations, args.n_initial))
-    # MOBO's jobs are the long ones: they start first, so the pool ends together.
-    jobs.sort(key=lambda j: j[2] != "mobo")
+    # The cheap optimizers first; then the model-based ones replicate by replicate, both tasks
+    # alike, so that a run cut short still holds paired replicates of every optimizer.
+    jobs.sort(key=lambda j: (j[2] in MODEL_BASED, j[4], j[0]))
     # Spawned, not forked: a worker forked from a process that has run torch can hang.
     with multiprocessing.get_context("spawn").Pool(args.workers, _load, (args.tasks, args.tables)) as pool:
         for rows in pool.imap_unordered(_job, jobs):
@@ -265,8 +268,8 @@ def run(args: argparse.Namespace) -> None:
                   f"{sum(float(r['ask_seconds']) for r in rows):.0f} s of asks", flush=True)
 
 
-def curves(path: Path, problems: dict[str, Problem]) -> dict[tuple[str, str], np.ndarray]:
-    """Hypervolume after each evaluation, replicates x evaluations, per (task, optimizer)."""
+def curves(path: Path, problems: dict[str, Problem]) -> dict[tuple[str, str], dict[int, np.ndarray]]:
+    """Hypervolume after each evaluation, by replicate, per (task, optimizer)."""
     from autopeft.pareto import hypervolume_curve
 
     runs: dict[tuple[str, str, int], list[dict]] = defaultdict(list)
@@ -278,7 +281,15 @@ def curves(path: Path, problems: dict[str, Problem]) -> dict[tuple[str, str], np
         rows.sort(key=lambda r: int(r["evaluation"]))
         values = np.array([[float(r["accuracy"]), float(r["trainable_percent"])] for r in rows])
         out[task, name][rep] = hypervolume_curve(values, DIRECTIONS, problems[task].reference)
-    return {key: np.array([reps[r] for r in sorted(reps)]) for key, reps in out.items()}
+    return dict(out)
+
+
+def paired(by_replicate: list[dict[int, np.ndarray]]) -> list[np.ndarray]:
+    """Each optimizer's curves (replicates x evaluations) on the replicates they all have, in
+    replicate order and cut to the shortest curve: the rows pair up."""
+    common = sorted(set.intersection(*(set(c) for c in by_replicate)))
+    length = min(len(c[r]) for c in by_replicate for r in common)
+    return [np.array([c[r][:length] for r in common]).reshape(len(common), length) for c in by_replicate]
 
 
 def report(args: argparse.Namespace) -> str:
@@ -292,8 +303,8 @@ def report(args: argparse.Namespace) -> str:
         names = sorted({n for t, n in hv if t == task and "-" not in n}, key=lambda n: (n != "random", n))
         if not names:
             continue
-        reps = min(len(hv[task, n]) for n in names)
-        n_eval = min(hv[task, n].shape[1] for n in names)
+        main = dict(zip(names, paired([hv[task, n] for n in names])))
+        reps, n_eval = main[names[0]].shape
         lines += [f"## {task}: {len(p.configs)} configurations in the table; {reps} replicates of {n_eval} "
                   f"evaluations each; reference point accuracy {p.reference[0]:.4f} (majority class on dev), "
                   f"trainable % {p.reference[1]:.4f} (the space's largest); counter vs table: largest "
@@ -303,9 +314,9 @@ def report(args: argparse.Namespace) -> str:
         diff = " | ".join(f"minus random after {c}" for c in marks)
         lines += [f"| optimizer | {head} | {diff} | evaluations to random's HV at {n_eval} |",
                   "|---|" + "---|" * (2 * len(marks) + 1)]
-        base = hv[task, "random"][:reps] if (task, "random") in hv else None
+        base = main.get("random")
         for name in names:
-            h = hv[task, name][:reps, :n_eval]
+            h = main[name]
             cells = [_mean_se(h[:, c - 1]) for c in marks]
             cells += ([_mean_se(h[:, c - 1] - base[:, c - 1], paired=True) for c in marks]
                       if base is not None and name != "random" else [""] * len(marks))
@@ -313,8 +324,8 @@ def report(args: argparse.Namespace) -> str:
             reach = np.flatnonzero(h.mean(0) >= target)
             cells.append(str(reach[0] + 1) if len(reach) else f"not within {n_eval}")
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
-        if base is not None and (task, "mobo") in hv:
-            d = hv[task, "mobo"][:reps, n_eval - 1] - base[:, n_eval - 1]
+        if base is not None and "mobo" in main:
+            d = main["mobo"][:, n_eval - 1] - base[:, n_eval - 1]
             se = d.std(ddof=1) / np.sqrt(reps)
             lines += ["", f"Power: with {reps} paired replicates the standard error of MOBO minus random after "
                           f"{n_eval} evaluations is {se:.4f}; a true difference of 2.8 SE ({2.8 * se:.4f}) would be "
@@ -323,15 +334,13 @@ def report(args: argparse.Namespace) -> str:
         if variants and (task, "mobo") in hv:
             lines += ["", "Each change, measured by taking it out of the full MOBO (the same replicates, paired):", "",
                       "| variant | replicates | evaluations | HV | minus the full MOBO |", "|---|---|---|---|---|"]
-            full = hv[task, "mobo"]
             for name in variants:
-                v = hv[task, name]
-                r, e = min(len(v), len(full)), min(v.shape[1], full.shape[1])
-                for c in [c for c in CHECKPOINTS if c <= e]:
-                    lines.append(f"| {name} | {r} | {c} | {_mean_se(v[:r, c - 1])} | "
-                                 f"{_mean_se(v[:r, c - 1] - full[:r, c - 1], paired=True)} |")
+                v, full = paired([hv[task, name], hv[task, "mobo"]])
+                for c in [c for c in CHECKPOINTS if c <= v.shape[1]]:
+                    lines.append(f"| {name} | {len(v)} | {c} | {_mean_se(v[:, c - 1])} | "
+                                 f"{_mean_se(v[:, c - 1] - full[:, c - 1], paired=True)} |")
         lines.append("")
-        _plot(task, {n: hv[task, n][:reps, :n_eval] for n in names}, args.out / f"hypervolume_{task}.png")
+        _plot(task, main, args.out / f"hypervolume_{task}.png")
     lines.append("Means ± standard errors over replicates; differences are paired by replicate (the same "
                  "seed, initial designs and answers). Evaluations to random's hypervolume: the first k at which "
                  "the optimizer's mean hypervolume reaches random's mean after the last evaluation. The standard "

@@ -12,7 +12,7 @@ import ray
 import autopeft
 from autopeft.cli import build_parser
 from autopeft.config import Limits, load_config
-from autopeft.errors import ConfigError
+from autopeft.errors import ClusterError, ConfigError
 from autopeft.driver.runner import Resources, plan_resources, ray_session
 
 from test_search_e2e import runs_of
@@ -47,11 +47,18 @@ def test_limits_come_from_flags_as_numbers() -> None:
 
 
 def test_resources_per_trial_override_the_even_split() -> None:
-    with ray_session():
-        even = plan_resources(2)
-        assert even.cpus_per_trial == max(1, int(ray.cluster_resources()["CPU"]) // 2)
-        assert plan_resources(2, Limits(cpus_per_trial=1, gpus_per_trial=0.25)) == Resources(1, 0.25)
-        assert plan_resources(2, Limits(gpus_per_trial=0)).gpus_per_trial == 0
+    # Two declared GPUs: Ray schedules them as it would real ones, and this machine has none.
+    ray.init(num_cpus=2, num_gpus=2, include_dashboard=False)
+    try:
+        with ray_session():
+            assert plan_resources(2) == Resources(1, 1.0)
+            assert plan_resources(4).gpus_per_trial == 0.5
+            assert plan_resources(2, Limits(cpus_per_trial=1, gpus_per_trial=0.25)) == Resources(1, 0.25)
+            assert plan_resources(2, Limits(gpus_per_trial=0)).gpus_per_trial == 0
+            with pytest.raises(ClusterError, match="asks for 3 GPUs and the largest node has 2"):
+                plan_resources(2, Limits(gpus_per_trial=3))
+    finally:
+        ray.shutdown()
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ from autopeft.optimizers import make_optimizer
 from autopeft.optimizers.base import initial_designs
 from autopeft.space import load_space
 
-from conftest import write_sentiment_csv
+from conftest import LEARNS, write_sentiment_csv
 
 
 def test_warm_configs_take_the_place_of_the_first_random_designs() -> None:
@@ -33,8 +33,8 @@ def test_a_search_warm_started_from_a_stored_search_tries_its_front_first(tiny_s
     result = autopeft.search(
         task="classification", model=str(tiny_model_dir), train_file=str(data), text_column="review",
         label_column="verdict", optimizer="random", trials=len(old.front) + 1, max_train_examples=32,
-        max_length=32, warm_start=old.run_id, optimizer_options={"n_initial": len(old.front) + 1},
-        output_dir=str(tmp / "runs"), experiment="warm", progress=False)
+        max_length=32, fixed=LEARNS, warm_start=old.run_id, optimizer_options={"n_initial": len(old.front) + 1},
+        output_dir=str(tmp / "runs"), experiment="warm", progress=False, learned_only=False)
     first = sorted(result.trials, key=lambda t: t.number)[: len(old.front)]
     assert [t.config for t in first] == [t.config for t in old.front]
     from mlflow.tracking import MlflowClient
@@ -51,3 +51,7 @@ def test_warm_start_errors_name_the_run_and_the_space(tiny_search, tiny_model_di
         autopeft.search(warm_start="f00", **options)
     with pytest.raises(ConfigError, match="searched space 'lora', this one 'peft_family'"):
         autopeft.search(warm_start=old.run_id, space="peft_family", **options)
+    # The old search fixed the learning rate; one that searches it cannot start from that front.
+    with pytest.raises(ConfigError, match="none of the .* configurations on the front of search .* is a "
+                                          "configuration of this space"):
+        autopeft.search(warm_start=old.run_id, **options)

@@ -59,7 +59,14 @@ def warm_start_configs(config: SearchConfig, space: SearchSpace) -> list[Config]
     if space_name != space.spec.name:
         raise ConfigError(f"search {config.warm_start} searched space '{space_name}', this one "
                           f"'{space.spec.name}': a warm start needs the same space", key="warm_start")
-    return [r.config for r in front]
+    configs = [r.config for r in front]
+    # A knob fixed in one search and searched in the other makes every stored configuration
+    # incomplete here; the optimizer would pass them over and the warm start be silently cold.
+    if configs and not any(space.is_valid(space.canonical(c)) for c in configs):
+        raise ConfigError(f"none of the {len(configs)} configurations on the front of search "
+                          f"{config.warm_start} is a configuration of this space: fix and search the "
+                          "same knobs (`fixed:`) as that search did", key="warm_start")
+    return configs
 
 
 def load_setup(config: SearchConfig) -> SearchSetup:
