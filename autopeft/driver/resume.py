@@ -21,7 +21,7 @@ from mlflow.tracking import MlflowClient
 from autopeft.config import SearchConfig, config_record
 from autopeft.errors import AutopeftError
 from autopeft.driver.journal import Journal
-from autopeft.results.crashes import driver_gone, mark_if_crashed
+from autopeft.results.crashes import driver_gone, driver_identity, mark_if_crashed
 from autopeft.results.tracking import (DRIVER, FAILURE, JOURNAL, RESUMES, STATUS, TRIAL_NUMBER, SearchTracker, StoredSearch,
                                load_search)
 
