@@ -25,7 +25,7 @@ search's default of 10 for 50 trials): differences are paired.
     .venv/bin/python benchmarks/replay.py run --optimizers random tpe nsga2 optuna_gp mobo
     .venv/bin/python benchmarks/replay.py report
 
-Each finished replicate appends its evaluations to ``OUT/evaluations.csv`` (resumable);
+Each finished replicate appends its evaluations to ``OUT/evaluations.csv.gz`` (resumable);
 ``--label NAME --options JSON`` runs an optimizer with other options under another name (a
 MOBO variant measured against the same replicates).
 """
@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import gzip
 import json
 import multiprocessing
 import sys
@@ -53,6 +54,8 @@ from peft_table import FIDELITY, SPACE, TASKS, read_table, task_options  # noqa:
 DIRECTIONS = ["maximize", "minimize"]  # accuracy, trainable_percent
 CHECKPOINTS = (12, 25, 50)
 #: the optimizers whose asks take seconds: run after the cheap ones, replicate by replicate.
+#: every evaluation of every replicate, compressed: the configurations repeat (5 MB as text)
+EVALUATIONS = "evaluations.csv.gz"
 MODEL_BASED = ("mobo", "optuna_gp")
 FIELDS = ["task", "optimizer", "replicate", "evaluation", "accuracy", "trainable_percent", "distance",
           "ask_seconds", "config"]
@@ -240,10 +243,10 @@ def run(args: argparse.Namespace) -> None:
     import torch
 
     torch.set_num_threads(1)
-    path = args.out / "evaluations.csv"
+    path = args.out / EVALUATIONS
     done = set()
     if path.exists():
-        with path.open() as fh:
+        with gzip.open(path, "rt", newline="") as fh:
             done = {(r["task"], r["optimizer"], int(r["replicate"])) for r in csv.DictReader(fh)}
     jobs = []
     for name in args.optimizers:
@@ -259,7 +262,7 @@ def run(args: argparse.Namespace) -> None:
     with multiprocessing.get_context("spawn").Pool(args.workers, _load, (args.tasks, args.tables)) as pool:
         for rows in pool.imap_unordered(_job, jobs):
             new = not path.exists()
-            with path.open("a", newline="") as fh:
+            with gzip.open(path, "at", newline="") as fh:  # appended members read back as one file
                 writer = csv.DictWriter(fh, FIELDS)
                 if new:
                     writer.writeheader()
@@ -273,7 +276,7 @@ def curves(path: Path, problems: dict[str, Problem]) -> dict[tuple[str, str], di
     from autopeft.pareto import hypervolume_curve
 
     runs: dict[tuple[str, str, int], list[dict]] = defaultdict(list)
-    with path.open() as fh:
+    with gzip.open(path, "rt", newline="") as fh:
         for r in csv.DictReader(fh):
             runs[r["task"], r["optimizer"], int(r["replicate"])].append(r)
     out: dict[tuple[str, str], dict[int, list[float]]] = defaultdict(dict)
@@ -294,7 +297,7 @@ def paired(by_replicate: list[dict[int, np.ndarray]]) -> list[np.ndarray]:
 
 def report(args: argparse.Namespace) -> str:
     problems = {task: load_problem(task, args.tables) for task in args.tasks}
-    hv = curves(args.out / "evaluations.csv", problems)
+    hv = curves(args.out / EVALUATIONS, problems)
     lines = []
     for task in args.tasks:
         p = problems[task]
