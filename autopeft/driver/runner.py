@@ -293,6 +293,14 @@ def _trainable(params: dict, setup: SearchSetup | None = None, threads: int = 1,
         tune.report({STATUS: "failed", "error": failure_reason(err), **_where(choose_device(DeviceReport.probe()))})
 
 
+def trial_trainable(setup: SearchSetup, resources: Resources, limits: Limits) -> Callable[..., None]:
+    """The Tune function trainable that runs one trial of the search, given ``{"params": config}``.
+    ``benchmarks/cluster_sim.py`` puts a stand-in that sleeps in its place, to measure the
+    driver at a concurrency this machine cannot train at."""
+    return tune.with_parameters(_trainable, setup=setup, threads=resources.cpus_per_trial,
+                                memory_gb=limits.trial_memory)
+
+
 def _where(placement: Placement | None) -> dict[str, str]:
     """A trial's placement as its report carries it."""
     if placement is None:
@@ -486,10 +494,8 @@ def run_trials(setup: SearchSetup, optimizer: Optimizer, *, trials: int, concurr
         resources = plan_resources(concurrency, limits)
         scheduler = make_scheduler({o.name: o.direction for o in setup.objectives}, early_stopping or EarlyStopping())
         setup = dataclasses.replace(setup, milestones=scheduler.milestones)
-        trainable = tune.with_resources(
-            tune.with_parameters(_trainable, setup=setup, threads=resources.cpus_per_trial,
-                                 memory_gb=limits.trial_memory),
-            {"cpu": resources.cpus_per_trial, "gpu": resources.gpus_per_trial})
+        trainable = tune.with_resources(trial_trainable(setup, resources, limits),
+                                        {"cpu": resources.cpus_per_trial, "gpu": resources.gpus_per_trial})
         searcher = OptimizerSearcher(optimizer, [o.name for o in setup.objectives], scheduler.stopped,
                                      max_failures=limits.max_failures, journal=journal)
         forward = _Forward(listeners, scheduler.stopped, limits)
