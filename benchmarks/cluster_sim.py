@@ -28,6 +28,7 @@ import argparse
 import csv
 import json
 import math
+import random
 import resource
 import statistics
 import sys
@@ -53,8 +54,6 @@ STATUS, STRATEGY_REPORT, DEVICE, GPUS = runner.STATUS, runner.STRATEGY_REPORT, r
 def synthetic_accuracy(config: dict, share: float, rng_seed: int) -> float:
     """A PEFT-shaped accuracy: learns in a band of learning rates around 3e-3 and gains with
     the adapter's size (saturating), at or below the majority class (0.6) elsewhere."""
-    import random
-
     band = math.exp(-((math.log10(config.get("learning_rate", 3e-3)) + 2.5) / 0.6) ** 2)
     gain = 1.0 - math.exp(-share / 0.15)
     noise = random.Random(rng_seed).gauss(0.0, 0.015)
@@ -129,12 +128,10 @@ class Probe:
         return counted
 
     def answers(self, config: dict, number: int) -> dict:
-        import random
-
         share = self.setup.knowledge.analytic["trainable_percent"](self.setup.space.scope(config))
-        rng = random.Random(self.seed * 100_003 + number)
-        return {"seconds": rng.uniform(self.low, self.high), "trainable_percent": share,
-                "accuracy": synthetic_accuracy(config, share, self.seed * 100_003 + number)}
+        draw = self.seed * 100_003 + number
+        return {"seconds": random.Random(draw).uniform(self.low, self.high), "trainable_percent": share,
+                "accuracy": synthetic_accuracy(config, share, draw)}
 
 
 def ray_system_cpu() -> float:
