@@ -172,3 +172,39 @@ def test_every_optimizer_starts_from_the_same_designs():
         first[name] = asks
     assert first["mobo"] == first["tpe"] == first["random"] == first["nsga2"] == first["optuna_gp"]
     assert len(set(first["mobo"])) == 4
+
+
+def test_a_stuck_sampler_falls_back_at_once(space):
+    """A sampler that proposes again what it was just refused (a model-based sampler whose best
+    point is already evaluated) is not asked 200 times: the second refusal of the same
+    configuration hands the ask to the uniform fallback."""
+    from optuna.samplers import BaseSampler
+
+    from autopeft.optimizers.optuna_samplers import OptunaOptimizer
+
+    class Stubborn(BaseSampler):  # always the first choice / the lower bound
+        calls = 0
+
+        def infer_relative_search_space(self, study, trial):
+            return {}
+
+        def sample_relative(self, study, trial, search_space):
+            return {}
+
+        def sample_independent(self, study, trial, name, distribution):
+            if name == "learning_rate":
+                Stubborn.calls += 1
+            choices = getattr(distribution, "choices", None)
+            return choices[0] if choices is not None else distribution.low
+
+    class StubbornOptimizer(OptunaOptimizer):
+        def make_sampler(self, seed, **options):
+            return Stubborn()
+
+    opt = StubbornOptimizer(space, DIRECTIONS, seed=0)
+    first = opt.ask()
+    opt.tell(first, [0.5, 1.0])
+    Stubborn.calls, before = 0, opt.fallbacks
+    second = opt.ask()
+    assert space.key(second) != space.key(first) and space.is_valid(second)
+    assert Stubborn.calls == 2 and opt.fallbacks == before + 1
