@@ -306,33 +306,41 @@ def report(args: argparse.Namespace) -> str:
         names = sorted({n for t, n in hv if t == task and "-" not in n}, key=lambda n: (n != "random", n))
         if not names:
             continue
-        main = dict(zip(names, paired([hv[task, n] for n in names])))
-        reps, n_eval = main[names[0]].shape
-        lines += [f"## {task}: {len(p.configs)} configurations in the table; {reps} replicates of {n_eval} "
-                  f"evaluations each; reference point accuracy {p.reference[0]:.4f} (majority class on dev), "
+        # Each optimizer on every replicate it has; each difference on the replicates both have.
+        main = {n: paired([hv[task, n]])[0] for n in names}
+        n_eval = min(h.shape[1] for h in main.values())
+        lines += [f"## {task}: {len(p.configs)} configurations in the table; {n_eval} evaluations a replicate; "
+                  f"reference point accuracy {p.reference[0]:.4f} (majority class on dev), "
                   f"trainable % {p.reference[1]:.4f} (the space's largest); counter vs table: largest "
                   f"difference {p.count_error:.2e} points of trainable %", ""]
         marks = [c for c in CHECKPOINTS if c <= n_eval]
         head = " | ".join(f"HV after {c}" for c in marks)
         diff = " | ".join(f"minus random after {c}" for c in marks)
-        lines += [f"| optimizer | {head} | {diff} | evaluations to random's HV at {n_eval} |",
-                  "|---|" + "---|" * (2 * len(marks) + 1)]
+        lines += [f"| optimizer | replicates | {head} | {diff} | evaluations to random's HV at {n_eval} |",
+                  "|---|---|" + "---|" * (2 * len(marks) + 1)]
         base = main.get("random")
         for name in names:
             h = main[name]
-            cells = [_mean_se(h[:, c - 1]) for c in marks]
-            cells += ([_mean_se(h[:, c - 1] - base[:, c - 1], paired=True) for c in marks]
-                      if base is not None and name != "random" else [""] * len(marks))
+            cells = [str(len(h))] + [_mean_se(h[:, c - 1]) for c in marks]
+            if base is not None and name != "random":
+                a, b = paired([hv[task, name], hv[task, "random"]])
+                cells += [_mean_se(a[:, c - 1] - b[:, c - 1], paired=True) for c in marks]
+            else:
+                cells += [""] * len(marks)
             target = base[:, n_eval - 1].mean() if base is not None else np.nan
             reach = np.flatnonzero(h.mean(0) >= target)
             cells.append(str(reach[0] + 1) if len(reach) else f"not within {n_eval}")
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
-        if base is not None and "mobo" in main:
-            d = main["mobo"][:, n_eval - 1] - base[:, n_eval - 1]
-            se = d.std(ddof=1) / np.sqrt(reps)
-            lines += ["", f"Power: with {reps} paired replicates the standard error of MOBO minus random after "
-                          f"{n_eval} evaluations is {se:.4f}; a true difference of 2.8 SE ({2.8 * se:.4f}) would be "
-                          f"found at the 5% level with 80% power."]
+        for rival in ("random", "optuna_gp"):
+            if "mobo" not in main or rival not in main:
+                continue
+            a, b = paired([hv[task, "mobo"], hv[task, rival]])
+            d = a[:, n_eval - 1] - b[:, n_eval - 1]
+            se = d.std(ddof=1) / np.sqrt(len(d))
+            lines += ["", f"MOBO minus {rival} on the {len(d)} replicates both have: "
+                          + ", ".join(f"after {c}: {_mean_se(a[:, c - 1] - b[:, c - 1], paired=True)}" for c in marks)
+                          + f". Power: a true difference of 2.8 SE ({2.8 * se:.4f}) after {n_eval} evaluations "
+                            "would be found at the 5% level with 80% power."]
         variants = sorted({n for t, n in hv if t == task and n.startswith("mobo-")})
         if variants and (task, "mobo") in hv:
             lines += ["", "Each change, measured by taking it out of the full MOBO (the same replicates, paired):", "",
