@@ -177,3 +177,60 @@ def test_derived_quantities_need_an_adapter_that_counts(tmp_path) -> None:
     for _ in range(20):
         values = space.assemble(space.sample(np.random.default_rng(_)))
         assert 0.01 * sum(r or 0 for r in values["rank"]) <= 0.1
+
+
+RANGES = """adapter: lora
+parameters:
+  strategy: {type: choice, values: [none, ist, increlora]}
+  learning_rate:
+    type: float
+    low: 1.0e-4
+    high: 5.0e-3
+    log: true
+    ranges:
+      strategy:
+        ist: [1.0e-3, 2.0e-2]
+"""
+
+
+def test_a_range_per_value_of_another_parameter(tmp_path) -> None:
+    """The learning rate per strategy: IST's trials draw from [1e-3, 2e-2] in a dimension of
+    their own, the others from the parameter's range; the trial sees one learning_rate."""
+    space = load_space(write(tmp_path, RANGES)).bind(6)
+    rng = np.random.default_rng(0)
+    seen = {"ist": [], "other": []}
+    for _ in range(400):
+        config = space.sample(rng)
+        lr = space.assemble(config)["learning_rate"]
+        if config["strategy"] == "ist":
+            assert set(config) == {"strategy", "learning_rate.ist"} and lr == config["learning_rate.ist"]
+            seen["ist"].append(lr)
+        else:
+            assert set(config) == {"strategy", "learning_rate"}
+            seen["other"].append(lr)
+        assert space.is_valid(config)
+    assert 1e-3 <= min(seen["ist"]) and max(seen["ist"]) <= 2e-2 and max(seen["ist"]) > 5e-3
+    assert 1e-4 <= min(seen["other"]) < 1e-3 and max(seen["other"]) <= 5e-3
+    # a configuration carrying the range of another strategy is not valid
+    assert not space.is_valid({"strategy": "none", "learning_rate.ist": 1e-2})
+    # a range for a value the parameter does not offer (a narrowed copy) is never active
+    narrowed = load_space(write(tmp_path, RANGES.replace("[none, ist, increlora]", "[none, increlora]"))).bind(6)
+    assert not any("learning_rate.ist" in narrowed.sample(rng) for _ in range(50))
+    # pinned, the value holds whatever the strategy
+    pinned = load_space(write(tmp_path, RANGES)).bind(6, fixed={"learning_rate": 1e-3})
+    for strategy in ("none", "ist"):
+        assert pinned.assemble({"strategy": strategy})["learning_rate"] == 1e-3
+
+
+@pytest.mark.parametrize("ranges, message", [
+    ("ranges: {rank: {2: [1.0e-3, 2.0e-2]}}", "'rank', which is not a choice or bool parameter defined above"),
+    ("ranges: {strategy: {ist: [2.0e-2, 1.0e-3]}}", "the range for strategy = ist: 'low' and 'high'"),
+    ("ranges: {strategy: {ist: 1.0e-3}}", r"must be \[low, high\]"),
+])
+def test_bad_ranges_name_the_problem(tmp_path, ranges: str, message: str) -> None:
+    text = ("adapter: lora\nparameters:\n  strategy: {type: choice, values: [none, ist]}\n"
+            f"  learning_rate:\n    type: float\n    low: 1.0e-4\n    high: 5.0e-3\n    log: true\n    {ranges}\n"
+            "  rank: {type: choice, values: [2, 4]}\n")
+    with pytest.raises(ConfigError, match=message) as info:
+        load_space(write(tmp_path, text))
+    assert info.value.line == 9

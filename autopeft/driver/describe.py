@@ -67,6 +67,8 @@ def describe_parameter(param: Parameter, num_layers: int) -> str:
     else:
         assert isinstance(param, Scalar)
         text = _describe_dimension(param.dimension)
+        if param.ranges:
+            text += "; " + ", ".join(f"[{d.low:g}, {d.high:g}] when {param.ranges_by} = {v}" for v, d in param.ranges)
     if param.when:
         text += " when " + " and ".join(f"{n} in {list(v)}" if len(v) > 1 else f"{n} = {v[0]}" for n, v in param.when)
     return text

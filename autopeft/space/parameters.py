@@ -81,21 +81,45 @@ class Parameter(ABC):
 
 @dataclass(frozen=True)
 class Scalar(Parameter):
-    """A single bool, choice, int or float."""
+    """A single bool, choice, int or float. A number may take another range while an earlier
+    scalar parameter (``ranges_by``) has one of the values in ``ranges``: the learning rate
+    per training strategy. Each such range is a dimension of its own (``learning_rate.ist``),
+    active for that value only, so an optimizer models each range on its own scale; the
+    parameter's value is the active one's."""
 
     dimension: Dimension = field(default_factory=lambda: Bool(""))
+    ranges_by: str | None = None
+    ranges: tuple[tuple[Value, Dimension], ...] = ()
 
     def expand(self, num_layers: int, others: dict[str, Parameter]) -> list[Dimension]:
-        return [replace(self.dimension, name=self.name, condition=self._condition(others, None))]
+        condition = self._condition(others, None)
+        if not self.ranges:
+            return [replace(self.dimension, name=self.name, condition=condition)]
+        clauses = condition.clauses if condition else ()
+        own = {value for value, _ in self.ranges}
+        rest = tuple(v for v in others[self.ranges_by].extremes() if v not in own)
+        dims = [replace(self.dimension, name=self.name, condition=Condition((*clauses, (self.ranges_by, rest))))] if rest else []
+        dims += [replace(dim, name=self.variant(value), condition=Condition((*clauses, (self.ranges_by, (value,)))))
+                 for value, dim in self.ranges]
+        return dims
+
+    def variant(self, value: Value) -> str:
+        """The dimension that holds this parameter while ``ranges_by`` equals ``value``."""
+        return f"{self.name}.{value}"
 
     def extremes(self) -> list[Any]:
-        return self.dimension.extremes()
+        return self.dimension.extremes() + [x for _, dim in self.ranges for x in dim.extremes()]
 
     def assemble(self, config: dict[str, Value], num_layers: int) -> Any:
-        return config.get(self.name)
+        for name in [self.name, *(self.variant(v) for v, _ in self.ranges)]:
+            if name in config:
+                return config[name]
+        return None
 
     def flatten(self, value: Any, num_layers: int) -> dict[str, Any]:
-        return {self.name: self.dimension.check(value)}
+        # A fixed value is the user's choice for every range.
+        checked = self.dimension.check(value)
+        return {self.name: checked, **{self.variant(v): checked for v, _ in self.ranges}}
 
 
 @dataclass(frozen=True)

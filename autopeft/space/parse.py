@@ -20,8 +20,8 @@ _TOP_KEYS = {"name", "description", "adapter", "parameters", "constraints"}
 _PARAM_KEYS = {
     "bool": {"type", "description", "when"},
     "choice": {"type", "description", "when", "values", "encoding"},
-    "int": {"type", "description", "when", "low", "high", "log"},
-    "float": {"type", "description", "when", "low", "high", "log"},
+    "int": {"type", "description", "when", "low", "high", "log", "ranges"},
+    "float": {"type", "description", "when", "low", "high", "log", "ranges"},
     "subset": {"type", "description", "when", "values", "min_size"},
     "per_layer": {"type", "description", "when", "element", "min_selected"},
 }
@@ -121,9 +121,39 @@ def _parse_parameter(name: str, body: Any, line: int | None, earlier: dict[str, 
                 raise ValueError("'values' must be a non-empty list of distinct names")
             return Subset(name, values=tuple(map(str, values)), min_size=int(body.get("min_size", 1)),
                           when=when, line=line)
-        return Scalar(name, dimension=_parse_dimension(kind, body), when=when, line=line)
+        dimension = _parse_dimension(kind, body)
     except (ValueError, TypeError) as err:
         raise fail(str(err), f"parameters.{name}", line) from None
+    by, ranges = _parse_ranges(name, kind, body, earlier, fail)
+    return Scalar(name, dimension=dimension, when=when, line=line, ranges_by=by, ranges=ranges)
+
+
+def _parse_ranges(name: str, kind: str, body: dict, earlier: dict[str, Parameter], fail) -> tuple:
+    """``ranges: {strategy: {ist: [1e-3, 2e-2]}}``: another range while ``strategy`` is ``ist``."""
+    if "ranges" not in body:
+        return None, ()
+    key, line = f"parameters.{name}.ranges", body.line_of("ranges")
+    ranges = body["ranges"]
+    if not isinstance(ranges, dict) or len(ranges) != 1:
+        raise fail("'ranges' must map one earlier parameter to {value: [low, high]}", key, line)
+    (by, table), = ranges.items()
+    ref = earlier.get(by)
+    if not isinstance(ref, Scalar) or not isinstance(ref.dimension, (Choice, Bool)) or ref.ranges:
+        raise fail(f"'ranges' names '{by}', which is not a choice or bool parameter defined above it", key, line)
+    if not isinstance(table, dict) or not table:
+        raise fail(f"'ranges.{by}' must map values of '{by}' to [low, high]", key, line)
+    out = []
+    for value, bounds in table.items():
+        # A value the parameter does not offer (a narrowed copy of a preset) is accepted: its
+        # range is never active, as a 'when' on such a value is.
+        if not isinstance(bounds, list) or len(bounds) != 2:
+            raise fail(f"the range for {by} = {value} must be [low, high]", key, line)
+        try:
+            out.append((value, _parse_dimension(kind, {"low": bounds[0], "high": bounds[1],
+                                                      "log": body.get("log", False)})))
+        except ValueError as err:
+            raise fail(f"the range for {by} = {value}: {err}", key, line) from None
+    return by, tuple(out)
 
 
 def _parse_dimension(kind: str, body: dict) -> Dimension:
