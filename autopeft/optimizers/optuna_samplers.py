@@ -26,7 +26,10 @@ from autopeft.optimizers.base import Optimizer, initial_designs, register_optimi
 from autopeft.space import Bool, Choice, Config, Dimension, Float, Int, SearchSpace
 from autopeft.space.dimensions import Value
 
-_MAX_RETRIES = 200  # rejected Optuna suggestions per ask before drawing uniformly instead
+# Refused Optuna suggestions per ask before drawing uniformly among the unseen instead: a sampler
+# refused this often in a row is stuck on what it knows (GPSampler cycled through 200 known
+# configurations, 500-700 s an ask) or the space is nearly exhausted; the draw serves both.
+_MAX_RETRIES = 10
 
 
 @contextmanager
@@ -115,7 +118,7 @@ class OptunaOptimizer(Optimizer):
                 if key in refused:
                     # Proposed again though just refused: a refusal is not an observation, so
                     # a model-based sampler's best point does not move, and asking on only
-                    # costs time (GPSampler spent 60-70 s a stuck ask on 200 refusals).
+                    # costs time (GPSampler spent 60-70 s a stuck ask asking again).
                     self.fallbacks += 1
                     break
                 refused.add(key)
