@@ -75,3 +75,12 @@ def test_the_front_mask_agrees_with_botorchs() -> None:
         signs = np.array([1.0 if d == "maximize" else -1.0 for d in directions])
         expected = is_non_dominated(torch.from_numpy(values * signs), deduplicate=False).numpy()
         assert (pareto_mask(values, directions) == expected).all()
+
+
+def test_a_summary_reads_a_strategy_range_as_the_number_it_is() -> None:
+    from autopeft.results.records import summarize_config
+
+    text = summarize_config({"strategy": "ist", "layers.0": True, "layers.1": False,
+                             "target_modules.attn_q": True, "target_modules.attn_v": False,
+                             "learning_rate.ist": 0.004727})
+    assert text.split() == ["layers=10", "target_modules=attn_q", "strategy=ist", "learning_rate=0.00473"]
