@@ -119,13 +119,11 @@ class OptunaOptimizer(Optimizer):
                     # Proposed again though just refused: a refusal is not an observation, so
                     # a model-based sampler's best point does not move, and asking on only
                     # costs time (GPSampler spent 60-70 s a stuck ask asking again).
-                    self.fallbacks += 1
                     break
                 refused.add(key)
-            else:
-                self.fallbacks += 1
             # The sampler keeps proposing known or invalid configurations (a small or nearly
             # exhausted space): draw uniformly and hand the draw to Optuna as a fixed trial.
+            self.fallbacks += 1
             config = self._random_new()
             self.study.enqueue_trial(config)
             trial = self.study.ask()

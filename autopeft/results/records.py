@@ -195,9 +195,9 @@ def summarize_config(config: dict[str, Any], num_layers: int | None = None) -> s
         else:
             scalars[key] = value
     for head, items in list(groups.items()):
-        (tail, value), = items if len(items) == 1 else ((None, None),)
-        if tail is not None and not tail.isdigit() and not isinstance(value, bool):
-            scalars[head] = groups.pop(head)[0][1]  # a number's range for one strategy: learning_rate.ist
+        # one named non-bool entry is a number's range for one strategy (learning_rate.ist)
+        if len(items) == 1 and not items[0][0].isdigit() and not isinstance(items[0][1], bool):
+            scalars[head] = groups.pop(head)[0][1]
     parts = []
     for head, items in groups.items():
         if all(isinstance(v, bool) for _, v in items) and not all(t.isdigit() for t, _ in items):
