@@ -70,7 +70,24 @@ FIELDS = ["strategy", "seed", "learning_rate", "dev_accuracy", "test_accuracy", 
           "peak_memory_mb", "report"]
 
 
-def run_one(strategy: str, seed: int, learning_rate: float, task: str = "demo", test: bool = True) -> dict:
+def wide_rate_space() -> Path:
+    """The strategies preset with one learning-rate range wide enough for any grid: the preset's
+    ranges (each strategy's own, for a search) would refuse a grid rate outside them."""
+    import yaml
+
+    from autopeft.space.parse import PRESET_DIR
+
+    space = yaml.safe_load((Path(PRESET_DIR) / "strategies.yaml").read_text())
+    rate = space["parameters"]["learning_rate"]
+    rate.pop("ranges", None)
+    rate.update(low=1e-5, high=1e-1)
+    path = Path(tempfile.mkdtemp()) / "strategies_wide_rate.yaml"
+    path.write_text(yaml.safe_dump(space, sort_keys=False))
+    return path
+
+
+def run_one(strategy: str, seed: int, learning_rate: float, task: str = "demo", test: bool = True,
+            epochs: int = 1) -> dict:
     """One trial in this process; the row for runs.csv."""
     import torch
 
@@ -82,8 +99,8 @@ def run_one(strategy: str, seed: int, learning_rate: float, task: str = "demo", 
     torch.set_num_threads(2)
     fixed = {"strategy": strategy, **FIXED, **KNOBS[strategy], "learning_rate": learning_rate}
     settings = TASKS[task]
-    config = SearchConfig(task=task, space="strategies", optimizer="random", seed=seed, fixed={},
-                          fidelity=Fidelity(**settings["fidelity"]))
+    config = SearchConfig(task=task, space=str(wide_rate_space()), optimizer="random", seed=seed, fixed={},
+                          fidelity=Fidelity(**{**settings["fidelity"], "epochs": epochs}))
     if fixed.get("layers") is True:  # every layer of the model
         fixed["layers"] = [True] * load_setup(config).layout.num_layers
     config.fixed = fixed
@@ -171,9 +188,26 @@ def report(out: Path, select_seed: int, seeds: list[int]) -> str:
     return "\n".join(lines)
 
 
-def run_and_append(path: Path, strategy: str, seed: int, lr: float, task: str, test: bool) -> dict | None:
+def edge_rate(rows: list[dict], strategy: str, select_seed: int, step: float) -> float | None:
+    """The next rate beyond the grid's edge where the strategy's best dev accuracy sits at that
+    edge (a pick at the edge says the best rate may lie outside), or None when it is inside."""
+    cells = {float(r["learning_rate"]): float(r["dev_accuracy"]) for r in rows
+             if r["strategy"] == strategy and int(r["seed"]) == select_seed}
+    if len(cells) < 2:
+        return None
+    best = max(cells, key=lambda lr: (cells[lr], -lr))  # ties: the lower rate
+    if best == min(cells):
+        return float(f"{best / step:.3g}")
+    if best == max(cells):
+        return float(f"{best * step:.3g}")
+    return None
+
+
+def run_and_append(path: Path, strategy: str, seed: int, lr: float, task: str, test: bool,
+                   epochs: int = 1) -> dict | None:
     proc = subprocess.run([sys.executable, __file__, "--one", strategy, str(seed), str(lr), "--task", task,
-                           *([] if test else ["--no-test"])], capture_output=True, text=True)
+                           "--epochs", str(epochs), *([] if test else ["--no-test"])],
+                          capture_output=True, text=True)
     if proc.returncode != 0:
         print(f"{strategy} seed {seed} lr {lr:g} failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
         return None
@@ -199,10 +233,15 @@ def main() -> None:
     parser.add_argument("--report", action="store_true", help="only print the tables of runs.csv")
     parser.add_argument("--task", choices=sorted(TASKS), default="demo")
     parser.add_argument("--no-test", action="store_true", help="do not score the test split")
+    parser.add_argument("--epochs", type=int, default=1, help="epochs per run (3: a budget three times longer)")
+    parser.add_argument("--extend", type=int, default=0, metavar="N",
+                        help="up to N rates added beyond an edge of --grid while a strategy's pick sits there, "
+                             "one grid step further each time")
     parser.add_argument("--one", nargs=3, metavar=("STRATEGY", "SEED", "LR"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(run_one(args.one[0], int(args.one[1]), float(args.one[2]), args.task, not args.no_test)))
+        print(json.dumps(run_one(args.one[0], int(args.one[1]), float(args.one[2]), args.task, not args.no_test,
+                                 args.epochs)))
         return
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "runs.csv"
@@ -210,15 +249,23 @@ def main() -> None:
         def done() -> set[tuple[str, int, float]]:
             return {(r["strategy"], int(r["seed"]), float(r["learning_rate"])) for r in read_rows(path)}
 
+        step = max(b / a for a, b in zip(sorted(args.grid), sorted(args.grid)[1:])) if len(args.grid) > 1 else 2.0
         for strategy in args.strategies:
             for lr in args.grid:
                 if (strategy, args.select_seed, lr) not in done():
-                    run_and_append(path, strategy, args.select_seed, lr, args.task, not args.no_test)
+                    run_and_append(path, strategy, args.select_seed, lr, args.task, not args.no_test, args.epochs)
+            for _ in range(args.extend):
+                lr = edge_rate(read_rows(path), strategy, args.select_seed, step)
+                if lr is None:
+                    break
+                if (strategy, args.select_seed, lr) not in done():
+                    run_and_append(path, strategy, args.select_seed, lr, args.task, not args.no_test, args.epochs)
         chosen = selected_rates(read_rows(path), args.select_seed)
         for seed in args.seeds:
             for strategy in args.strategies:
                 if strategy in chosen and (strategy, seed, chosen[strategy]) not in done():
-                    run_and_append(path, strategy, seed, chosen[strategy], args.task, not args.no_test)
+                    run_and_append(path, strategy, seed, chosen[strategy], args.task, not args.no_test,
+                                   args.epochs)
     table = report(args.out, args.select_seed, args.seeds)
     (args.out / "table.txt").write_text(table + "\n")
     print(table)
