@@ -30,7 +30,7 @@ def test_the_dry_run_goes_through_every_step(tmp_path, tiny_llama_dir) -> None:
                           cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     figures = json.loads((tmp_path / "out" / "figures.json").read_text())
-    assert {"a_trial_gpu", "a_trial_cpu", "b_concurrent_1", "b_concurrent_2", "c_lora_bf16",
+    assert {"a_trial_gpu", "a_trial_cpu", "b_concurrent_2", "c_lora_bf16",
             "d_demo_lm_search"} <= set(figures)
     assert figures["a_trial_cpu"]["device"] == "cpu" and figures["a_trial_gpu"]["examples_per_second"] > 0
     assert figures["b_concurrent_2"]["completed"] == 2 and figures["c_lora_bf16"]["peak_memory_mb"] > 0

@@ -104,14 +104,14 @@ def test_the_time_budget_ends_the_search_and_marks_what_it_cut(tiny_model_dir, s
         return trial.metrics["accuracy"]
 
     started = time.monotonic()
-    result = _search(tiny_model_dir, sentiment_csv, tmp_path, slow, trials=20, time_budget=30)
+    result = _search(tiny_model_dir, sentiment_csv, tmp_path, slow, trials=20, time_budget=20)
     assert time.monotonic() - started < 120
     assert [t.status for t in result.trials] == ["interrupted"] and not result.front
-    assert "time budget (30 s)" in result.trials[0].error
+    assert "time budget (20 s)" in result.trials[0].error
     _, parents, children = runs_of(result.tracking_uri, "limits")
     assert parents[0].info.status == "FINISHED" and len(children) == 1
     assert children[0].info.status == "KILLED" and children[0].data.tags["autopeft.status"] == "interrupted"
-    assert "time budget (30 s)" in children[0].data.tags["autopeft.failure"]
+    assert "time budget (20 s)" in children[0].data.tags["autopeft.failure"]
 
 
 def test_the_local_ray_listens_on_loopback_only() -> None:

@@ -25,6 +25,20 @@ TINY = ["--trials", "1", "--max-train-examples", "16", "--max-eval-examples", "1
         "--batch-size", "8", "--quiet", "--no-learned-only"]
 
 
+#: `autopeft space PRESET` for each preset named in argv, in one process: {preset: [exit code, output]}
+SPACES_IN_ONE_PROCESS = """
+import contextlib, io, json, sys
+from autopeft.cli import main
+shown = {}
+for preset in sys.argv[1:]:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        code = main(["space", preset, *(["--task", "demo-lm"] if preset == "lora_llm" else [])])
+    shown[preset] = [code, out.getvalue()]
+print(json.dumps(shown))
+"""
+
+
 def run(args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
     return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, **(env or {})})
@@ -174,25 +188,19 @@ def test_the_wheel_installed_in_a_fresh_environment_works_from_an_empty_folder(t
     listed = run([autopeft, "spaces"], empty)
     presets = sorted(p.stem for p in (ROOT / "search_spaces").glob("*.yaml"))
     assert listed.returncode == 0 and [line.split()[0] for line in listed.stdout.splitlines()] == presets
-    # Every preset is read from the wheel and bound to the demo model (test_presets_e2e.py runs
-    # a whole search on each from the checkout); two run a search here, from the wheel alone.
+    # Every preset is read from the wheel and bound to its demo model (lora_llm to SmolLM2 from
+    # its GGUF file), by the wheel's `autopeft space` in one process (a process per preset cost a
+    # start-up each); test_presets_e2e.py runs a whole search on each from the checkout.
+    shown = json.loads(run([str(python), "-c", SPACES_IN_ONE_PROCESS, *presets], empty).stdout)
     for preset in presets:
-        shown = run([autopeft, "space", preset, *(["--task", "demo-lm"] if preset == "lora_llm" else [])], empty)
-        assert shown.returncode == 0 and str(venv) in shown.stdout.splitlines()[0], f"{preset}: {shown.stderr[-2000:]}"
-        assert "configurations:" in shown.stdout and "trainable parameters:" in shown.stdout, preset
-    searched = ["lora", "lora_llm"]
-    for i, preset in enumerate(searched):
-        # lora with the plugin objective the wheel registers by entry point; the decoder
-        # preset on the causal-LM demo: SmolLM2 from its GGUF file, real generation.
-        extra = ["--objective", "macro_f1", "--objective", "trainable_percent"] if preset == "lora" else []
-        task = "demo-lm" if preset == "lora_llm" else "demo"
-        done = run([autopeft, "search", "--task", task, "--space", preset, "--output-dir", f"runs-{i}",
-                    *extra, *TINY], empty)
-        assert done.returncode == 0, f"{preset}: {done.stderr[-3000:]}"
-        assert "Pareto front (1 of 1 trials, 0 failed" in done.stdout, preset
-        rows = json.loads(run([autopeft, "front", "--format", "json", "--output-dir", f"runs-{i}"], empty).stdout)
-        if preset == "lora":
-            assert rows and "macro_f1" in rows[0] and "test_macro_f1" in rows[0]
-        else:
-            assert {"exact_match", "test_exact_match", "test_perplexity", "peak_memory_mb"} <= set(rows[0])
-    assert sorted(p.name for p in empty.iterdir()) == [f"runs-{i}" for i in range(len(searched))]
+        code, out = shown[preset]
+        assert code == 0 and str(venv) in out.splitlines()[0], f"{preset}: {out[-2000:]}"
+        assert "configurations:" in out and "trainable parameters:" in out, preset
+    # A search from the wheel alone, with the plugin objective the wheel registers by entry point.
+    done = run([autopeft, "search", "--task", "demo", "--space", "lora", "--output-dir", "runs",
+                "--objective", "macro_f1", "--objective", "trainable_percent", *TINY], empty)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Pareto front (1 of 1 trials, 0 failed" in done.stdout
+    rows = json.loads(run([autopeft, "front", "--format", "json", "--output-dir", "runs"], empty).stdout)
+    assert rows and "macro_f1" in rows[0] and "test_macro_f1" in rows[0]
+    assert sorted(p.name for p in empty.iterdir()) == ["runs"]

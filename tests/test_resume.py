@@ -23,7 +23,7 @@ from autopeft.results.tracking import ATTEMPTS, RESUMES, STATUS, TRIAL_NUMBER, l
 
 from conftest import write_sentiment_csv
 
-TRIALS = 6
+TRIALS = 4
 
 
 class Recorder:
