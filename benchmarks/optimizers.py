@@ -155,7 +155,7 @@ def report(args: argparse.Namespace) -> None:
             if target is not None:
                 hit = np.nonzero(mean >= target)[0]
                 reach = str(hit[0] + 1) if len(hit) else f">{hv.shape[1]}"
-            lines.append(f"  {opt:<16}{mean[-1]:.3f} ± {std[-1]:.3f}  [{reach:>3}]  "
+            lines.append(f"  {opt:<24}{mean[-1]:.3f} ± {std[-1]:.3f}  [{reach:>3}]  "
                          f"({arr[:, 10:, 1].mean():.2f} s)  {hv.shape[0]} seeds x {hv.shape[1]} evals")
             x = np.arange(1, hv.shape[1] + 1)
             color = f"C{list(samplers()).index(opt) % 10}" if opt in samplers() else None

@@ -19,6 +19,10 @@ set, which never shrinks), on 2 threads, one after the other; times are only com
 run on an otherwise idle machine. Rows are appended to ``OUT/runs.csv``; a rerun skips the
 (strategy, seed, learning rate) rows already there.
 
+``--extend N`` adds up to N rates beyond an edge of the grid while a strategy's pick sits at
+it; ``--epochs 3`` trains three times as long (the best epoch on dev is kept). Runs pin the
+learning rate in a copy of the preset whose range covers any grid.
+
 ``--task demo-lm`` runs the same comparison on SmolLM2-135M-Instruct (30 layers, grouped-query
 attention) answering "fresh"/"rotten" at demo-lm's fidelity (160 training examples of at most
 96 tokens, batches of 8: 20 steps; 64 dev examples), the "accuracy" columns then holding exact
