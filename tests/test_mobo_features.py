@@ -65,23 +65,26 @@ def test_constraint_steers_asks(space):
     """Memory (the encoding's sum) under a bound that few random configurations meet, and
     that the unconstrained search, chasing quality (the encoding's mean), overshoots."""
     bound = 6.0
+    # 4 initial designs and 10 model asks, without the local polish (the constraint acts on the
+    # acquisition, not on the polish): 60 model asks in all instead of 72 with polish (70 s).
+    options = {**FAST, "n_initial": 4, "polish": False, "fused_kernel": True}
 
     def feasible_share(o):
-        asked = [c for c, _, _ in o._observed][FAST["n_initial"]:]
+        asked = [c for c, _, _ in o._observed][options["n_initial"]:]
         return np.mean([space.encode(c).sum() <= bound for c in asked])
 
-    # Over three seeds: one seed's 12 asks tie on some machines (7 of 12 feasible each), as
-    # the acquisition's floating-point sums round differently from CPU to CPU.
+    # Over three seeds: one seed's asks can tie on some machines, as the acquisition's
+    # floating-point sums round differently from CPU to CPU.
     shares = {"constrained": [], "free": []}
     for seed in range(3):
-        opt = make_optimizer("mobo", space, DIRECTIONS, seed=seed, **FAST, fused_kernel=True,
+        opt = make_optimizer("mobo", space, DIRECTIONS, seed=seed, **options,
                              outcome_constraints={"memory": ("<=", bound)})
-        free = make_optimizer("mobo", space, DIRECTIONS, seed=seed, **FAST, fused_kernel=True)
-        drive(opt, space, 18)  # 12 model asks after the 6 initial designs
-        drive(free, space, 18)
+        free = make_optimizer("mobo", space, DIRECTIONS, seed=seed, **options)
+        drive(opt, space, 14)
+        drive(free, space, 14)
         shares["constrained"].append(feasible_share(opt))
         shares["free"].append(feasible_share(free))
-    assert np.mean(shares["constrained"]) > np.mean(shares["free"]), shares
+    assert np.mean(shares["constrained"]) > np.mean(shares["free"]) + 0.25, shares
 
 
 def test_constraint_on_an_objective_index(space):
