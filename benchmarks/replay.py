@@ -56,6 +56,9 @@ CHECKPOINTS = (12, 25, 50)
 #: the optimizers whose asks take seconds: run after the cheap ones, replicate by replicate.
 #: every evaluation of every replicate, compressed: the configurations repeat (5 MB as text)
 EVALUATIONS = "evaluations.csv.gz"
+#: the number of configurations each task's table held when its replicates ran: the table grows
+#: (peft_table.py resumes), and replicates answered from different pools do not pair
+POOLS = "pools.json"
 MODEL_BASED = ("mobo", "optuna_gp")
 FIELDS = ["task", "optimizer", "replicate", "evaluation", "accuracy", "trainable_percent", "distance",
           "ask_seconds", "config"]
@@ -239,6 +242,16 @@ def _load(tasks: list[str], tables: Path) -> None:
         _PROBLEMS[task] = load_problem(task, tables)
 
 
+def pool_size(task: str, table_dir: Path) -> int:
+    """The distinct configurations a replay of ``task`` answers from (as ``load_problem`` reads them)."""
+    return len({r["config"] for rows in read_table(table_dir / f"{task}.csv").values() for r in rows
+                if r["status"] == "completed"})
+
+
+def read_pools(out: Path) -> dict[str, int]:
+    return json.loads((out / POOLS).read_text()) if (out / POOLS).exists() else {}
+
+
 def run(args: argparse.Namespace) -> None:
     import torch
 
@@ -248,6 +261,16 @@ def run(args: argparse.Namespace) -> None:
     if path.exists():
         with gzip.open(path, "rt", newline="") as fh:
             done = {(r["task"], r["optimizer"], int(r["replicate"])) for r in csv.DictReader(fh)}
+    pools = read_pools(args.out)
+    for task in args.tasks:
+        size = pool_size(task, args.tables)
+        if any(t == task for t, _, _ in done) and pools.get(task, size) != size:
+            raise SystemExit(f"replay: {args.out} holds {task} replicates answered from {pools[task]} "
+                             f"configurations and {args.tables / (task + '.csv')} now holds {size}: "
+                             "replay into a new --out")
+        pools[task] = size
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / POOLS).write_text(json.dumps(pools, indent=1) + "\n")
     jobs = []
     for name in args.optimizers:
         label = args.label or name
@@ -309,7 +332,10 @@ def report(args: argparse.Namespace) -> str:
         # Each optimizer on every replicate it has; each difference on the replicates both have.
         main = {n: paired([hv[task, n]])[0] for n in names}
         n_eval = min(h.shape[1] for h in main.values())
-        lines += [f"## {task}: {len(p.configs)} configurations in the table; {n_eval} evaluations a replicate; "
+        ran_on = read_pools(args.out).get(task, len(p.configs))
+        pool = (f"{ran_on} configurations in the table" if ran_on == len(p.configs) else
+                f"replicates answered from {ran_on} configurations (the table holds {len(p.configs)} now)")
+        lines += [f"## {task}: {pool}; {n_eval} evaluations a replicate; "
                   f"reference point accuracy {p.reference[0]:.4f} (majority class on dev), "
                   f"trainable % {p.reference[1]:.4f} (the space's largest); counter vs table: largest "
                   f"difference {p.count_error:.2e} points of trainable %", ""]
