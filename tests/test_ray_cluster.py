@@ -220,7 +220,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 def _search(cluster: Cluster, model: Path, data: Path, out: Path) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "autopeft.cli", "search", "--model", str(model), "--train-file", str(data),
-           "--text-column", "review", "--label-column", "verdict", "--optimizer", "random", "--trials", "2",
+           "--text-column", "review", "--label-column", "verdict", "--optimizer", "random", "--trials", "3",
            "--concurrency", "2", "--max-train-examples", "48", "--max-length", "32",
            "--ray-address", cluster.address, "--output-dir", str(out), "--quiet", "--no-learned-only"]
     return subprocess.run(cmd, capture_output=True, text=True, env=cluster.env, timeout=420, cwd=out.parent)
@@ -236,13 +236,16 @@ def test_search_runs_trials_on_both_nodes_of_a_cluster(cluster, tiny_model_dir, 
     assert proc.returncode == 0, proc.stderr[-4000:]
 
     client, parents, children = runs_of(f"sqlite:///{out / 'mlflow.db'}", "autopeft")
-    assert len(parents) == 1 and len(children) == 2
+    assert len(parents) == 1 and len(children) == 3
     assert parents[0].info.status == "FINISHED"
-    assert [c.data.tags["autopeft.status"] for c in children] == ["completed"] * 2, \
+    assert [c.data.tags["autopeft.status"] for c in children] == ["completed"] * 3, \
         [c.data.tags.get("autopeft.failure") for c in children]
-    # One CPU per trial, one per node, two trials at once: one trial on each node; the worker
-    # node's trial trained on data from a file that node cannot see (where it was hidden).
-    assert sorted(c.data.tags["autopeft.node"] for c in children) == [HEAD_IP, WORKER_IP]
+    # One CPU per trial, one per node, two trials at once: both nodes train; the worker node's
+    # trials trained on data from a file that node cannot see (where it was hidden). Three
+    # trials, not two: a trial of a few seconds can end before the worker's actor has started,
+    # and Ray Tune then reuses the head's actor for the second (it did once in 2026-12-06's run);
+    # the third finds the worker's actor up.
+    assert {c.data.tags["autopeft.node"] for c in children} == {HEAD_IP, WORKER_IP}
     # The front's adapters came back from the trials' checkpoints (through the shared disk).
     assert "adapters" in {a.path for a in client.list_artifacts(parents[0].info.run_id)}
 
