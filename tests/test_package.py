@@ -44,6 +44,12 @@ def run(args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: 
                           env={**os.environ, **(env or {})})
 
 
+def test_the_package_list_names_every_package() -> None:
+    declared = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {p for p in find_packages(str(ROOT)) if p.startswith("autopeft")}
+    assert found <= declared, f"add {sorted(found - declared)} to [tool.setuptools] packages"
+
+
 def test_a_name_taken_twice_names_both_sources() -> None:
     registry: Registry[Objective] = Registry("objectives", check=instance_of(Objective), error=PluginError,
                                              key="objective")
