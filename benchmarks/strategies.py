@@ -23,6 +23,10 @@ run on an otherwise idle machine. Rows are appended to ``OUT/runs.csv``; a rerun
 it; ``--epochs 3`` trains three times as long (the best epoch on dev is kept). Runs pin the
 learning rate in a copy of the preset whose range covers any grid.
 
+``--knobs '{"light_peft": {"light_peft_head_prune": 0.0}}'`` replaces some of a strategy's
+``KNOBS`` (a probe of what a knob does: give it its own ``--out``, as rows are keyed by strategy,
+seed and rate only).
+
 ``--task demo-lm`` runs the same comparison on SmolLM2-135M-Instruct (30 layers, grouped-query
 attention) answering "fresh"/"rotten" at demo-lm's fidelity (160 training examples of at most
 96 tokens, batches of 8: 20 steps; 64 dev examples), the "accuracy" columns then holding exact
@@ -91,8 +95,8 @@ def wide_rate_space() -> Path:
 
 
 def run_one(strategy: str, seed: int, learning_rate: float, task: str = "demo", test: bool = True,
-            epochs: int = 1) -> dict:
-    """One trial in this process; the row for runs.csv."""
+            epochs: int = 1, knobs: dict | None = None) -> dict:
+    """One trial in this process; the row for runs.csv. ``knobs`` replace some of ``KNOBS``."""
     import torch
 
     from autopeft.config import SearchConfig
@@ -101,7 +105,7 @@ def run_one(strategy: str, seed: int, learning_rate: float, task: str = "demo", 
     from autopeft.trial.run import evaluate_adapter, run_trial
 
     torch.set_num_threads(2)
-    fixed = {"strategy": strategy, **FIXED, **KNOBS[strategy], "learning_rate": learning_rate}
+    fixed = {"strategy": strategy, **FIXED, **KNOBS[strategy], **(knobs or {}), "learning_rate": learning_rate}
     settings = TASKS[task]
     config = SearchConfig(task=task, space=str(wide_rate_space()), optimizer="random", seed=seed, fixed={},
                           fidelity=Fidelity(**{**settings["fidelity"], "epochs": epochs}))
@@ -208,9 +212,10 @@ def edge_rate(rows: list[dict], strategy: str, select_seed: int, step: float) ->
 
 
 def run_and_append(path: Path, strategy: str, seed: int, lr: float, task: str, test: bool,
-                   epochs: int = 1) -> dict | None:
+                   epochs: int = 1, knobs: dict | None = None) -> dict | None:
     proc = subprocess.run([sys.executable, __file__, "--one", strategy, str(seed), str(lr), "--task", task,
-                           "--epochs", str(epochs), *([] if test else ["--no-test"])],
+                           "--epochs", str(epochs), "--knobs", json.dumps({strategy: knobs or {}}),
+                           *([] if test else ["--no-test"])],
                           capture_output=True, text=True)
     if proc.returncode != 0:
         print(f"{strategy} seed {seed} lr {lr:g} failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
@@ -241,11 +246,14 @@ def main() -> None:
     parser.add_argument("--extend", type=int, default=0, metavar="N",
                         help="up to N rates added beyond an edge of --grid while a strategy's pick sits there, "
                              "one grid step further each time")
+    parser.add_argument("--knobs", type=json.loads, default={}, metavar="JSON",
+                        help="knobs in place of KNOBS' values, by strategy, e.g. '{\"light_peft\": "
+                             "{\"light_peft_head_prune\": 0.0}}' (a probe: give it its own --out)")
     parser.add_argument("--one", nargs=3, metavar=("STRATEGY", "SEED", "LR"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         print(json.dumps(run_one(args.one[0], int(args.one[1]), float(args.one[2]), args.task, not args.no_test,
-                                 args.epochs)))
+                                 args.epochs, args.knobs.get(args.one[0]))))
         return
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "runs.csv"
@@ -257,19 +265,21 @@ def main() -> None:
         for strategy in args.strategies:
             for lr in args.grid:
                 if (strategy, args.select_seed, lr) not in done():
-                    run_and_append(path, strategy, args.select_seed, lr, args.task, not args.no_test, args.epochs)
+                    run_and_append(path, strategy, args.select_seed, lr, args.task, not args.no_test, args.epochs,
+                                   args.knobs.get(strategy))
             for _ in range(args.extend):
                 lr = edge_rate(read_rows(path), strategy, args.select_seed, step)
                 if lr is None:
                     break
                 if (strategy, args.select_seed, lr) not in done():
-                    run_and_append(path, strategy, args.select_seed, lr, args.task, not args.no_test, args.epochs)
+                    run_and_append(path, strategy, args.select_seed, lr, args.task, not args.no_test, args.epochs,
+                                   args.knobs.get(strategy))
         chosen = selected_rates(read_rows(path), args.select_seed)
         for seed in args.seeds:
             for strategy in args.strategies:
                 if strategy in chosen and (strategy, seed, chosen[strategy]) not in done():
                     run_and_append(path, strategy, seed, chosen[strategy], args.task, not args.no_test,
-                                   args.epochs)
+                                   args.epochs, args.knobs.get(strategy))
     table = report(args.out, args.select_seed, args.seeds)
     (args.out / "table.txt").write_text(table + "\n")
     print(table)
