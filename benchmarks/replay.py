@@ -106,6 +106,19 @@ def _position(dim, value) -> float:
     return float(dim.encode(value)[0])
 
 
+def completed_rows(task: str, table_dir: Path) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """The table's completed rows: dev accuracies by configuration (JSON key, every training
+    seed's), and each configuration's trainable share as measured."""
+    by_config: dict[str, list[float]] = defaultdict(list)
+    measured: dict[str, float] = {}
+    for rows in read_table(table_dir / f"{task}.csv").values():
+        for r in rows:
+            if r["status"] == "completed":
+                by_config[r["config"]].append(float(r["accuracy"]))
+                measured[r["config"]] = float(r["trainable_percent"])
+    return by_config, measured
+
+
 def load_problem(task: str, table_dir: Path) -> Problem:
     from autopeft.config import SearchConfig
     from autopeft.driver.setup import load_setup
@@ -121,13 +134,7 @@ def load_problem(task: str, table_dir: Path) -> Problem:
         setattr(config.fidelity, key, value)
     setup = load_setup(config)
     space = setup.space
-    by_config: dict[str, list[float]] = defaultdict(list)
-    measured: dict[str, float] = {}
-    for rows in read_table(table_dir / f"{task}.csv").values():
-        for r in rows:
-            if r["status"] == "completed":
-                by_config[r["config"]].append(float(r["accuracy"]))
-                measured[r["config"]] = float(r["trainable_percent"])
+    by_config, measured = completed_rows(task, table_dir)
     keys = sorted(by_config)
     configs = [json.loads(k) for k in keys]
     problem = Problem(task, space, configs, [by_config[k] for k in keys], np.zeros((0, 0)), np.zeros(2), 0.0)
@@ -243,9 +250,8 @@ def _load(tasks: list[str], tables: Path) -> None:
 
 
 def pool_size(task: str, table_dir: Path) -> int:
-    """The distinct configurations a replay of ``task`` answers from (as ``load_problem`` reads them)."""
-    return len({r["config"] for rows in read_table(table_dir / f"{task}.csv").values() for r in rows
-                if r["status"] == "completed"})
+    """The distinct configurations a replay of ``task`` answers from."""
+    return len(completed_rows(task, table_dir)[0])
 
 
 def read_pools(out: Path) -> dict[str, int]:

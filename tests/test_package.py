@@ -126,11 +126,6 @@ def test_the_wheel_and_plugin_packages_installed_in_a_fresh_environment_work_fro
         shutil.copy(ROOT / name, source / name)
     for name in ("autopeft", "search_spaces", "objectives"):
         shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
-    wheels = tmp_path / "wheels"
-    done = run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-index", "--no-build-isolation",
-                "--wheel-dir", str(wheels), str(source)], tmp_path)
-    assert done.returncode == 0, done.stderr[-2000:]
-    wheel = next(wheels.glob("autopeft-*.whl"))
     venv = tmp_path / "venv"
     assert run([sys.executable, "-m", "venv", str(venv)], tmp_path).returncode == 0
     python = venv / "bin" / "python"
@@ -139,8 +134,19 @@ def test_the_wheel_and_plugin_packages_installed_in_a_fresh_environment_work_fro
     purelib = Path(run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                        tmp_path).stdout.strip())
     (purelib / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    done = run([str(python), "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", str(wheel)], tmp_path)
-    assert done.returncode == 0, done.stderr[-2000:]
+
+    def install(source: Path, name: str) -> None:
+        """Build ``source`` into a wheel here (the fresh venv's setuptools has no wheel) and
+        install the wheel of distribution ``name`` into the venv."""
+        wheels = tmp_path / "wheels"
+        done = run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-index", "--no-build-isolation",
+                    "--wheel-dir", str(wheels), str(source)], tmp_path)
+        assert done.returncode == 0, done.stderr[-2000:]
+        wheel = next(wheels.glob(f"{name}-*.whl"))
+        done = run([str(python), "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", str(wheel)], tmp_path)
+        assert done.returncode == 0, done.stderr[-2000:]
+
+    install(source, "autopeft")
 
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -165,17 +171,9 @@ def test_the_wheel_and_plugin_packages_installed_in_a_fresh_environment_work_fro
     # A search from the wheel alone, with the plugin objective the wheel registers by entry point
     # (macro_f1) and a third party's objective and optimizer, installed as a package beside it.
     # (One search for both: a search of its own for the plugins cost 35 s of CI.)
-    def install(source: Path) -> None:  # built here (the fresh venv's setuptools has no wheel)
-        done = run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-index", "--no-build-isolation",
-                    "--wheel-dir", str(wheels), str(source)], tmp_path)
-        assert done.returncode == 0, done.stderr[-2000:]
-        wheel = next(wheels.glob(f"{source.name}-*.whl"))
-        done = run([str(python), "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", str(wheel)], tmp_path)
-        assert done.returncode == 0, done.stderr[-2000:]
-
     install(make_plugin(tmp_path, "autopeft_toy", {
         "autopeft.objectives": {"doubled_accuracy": "autopeft_toy:doubled_accuracy"},
-        "autopeft.optimizers": {"counting_random": "autopeft_toy:CountingRandom"}}))
+        "autopeft.optimizers": {"counting_random": "autopeft_toy:CountingRandom"}}), "autopeft_toy")
     done = run([autopeft, "search", "--task", "demo", "--space", "lora", "--output-dir", "runs",
                 "--optimizer", "counting_random", "--objective", "doubled_accuracy", "--objective", "macro_f1",
                 "--objective", "trainable_percent", *TINY], empty)
@@ -188,7 +186,8 @@ def test_the_wheel_and_plugin_packages_installed_in_a_fresh_environment_work_fro
     assert sorted(p.name for p in empty.iterdir()) == ["runs"]
 
     # A second package that takes a name autopeft already ships: one line naming both.
-    install(make_plugin(tmp_path, "autopeft_clash", {"autopeft.objectives": {"macro_f1": "autopeft_clash:doubled_accuracy"}}))
+    install(make_plugin(tmp_path, "autopeft_clash", {"autopeft.objectives": {"macro_f1": "autopeft_clash:doubled_accuracy"}}),
+            "autopeft_clash")
     done = run([autopeft, "search", "--objective", "macro_f1", "--objective", "trainable_percent", *TINY], empty)
     assert done.returncode == 2, done.stderr[-2000:]
     line = done.stderr.strip()
