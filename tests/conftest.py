@@ -26,6 +26,18 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(scope="module")
+def local_ray():
+    """One local Ray for a module's in-process searches, started as a search starts its own: a
+    search uses the Ray it finds running and leaves it up, and each start and stop costs seconds
+    of both cores. Not for a module that sets environment variables for its trials' workers
+    (they inherit the environment Ray started in) or that needs a Ray of its own."""
+    from autopeft.driver.runner import ray_session
+
+    with ray_session():
+        yield
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 4-layer BERT with hidden size 32, saved like any local model folder."""
@@ -117,30 +129,3 @@ def tiny_search(tiny_model_dir, tmp_path_factory):
         batch_size=8, epochs=4, fixed=LEARNS, output_dir=str(tmp / "runs"), progress=False)
     assert result.front
     return result, tmp
-
-
-@pytest.fixture(scope="session")
-def demo_cli_search(tmp_path_factory):
-    """What a new user does first: `make demo`'s config (``examples/demo.yaml``: MOBO, early
-    stopping, two trials at once, the final evaluation beside LoRA r 8 q/v, the experiment
-    ``demo``, the demo's fidelity of 1,200 examples) run by the real CLI, with 4 trials instead
-    of 8. At 400 examples (50 steps) every trial stayed at the majority class: the demo's
-    fidelity is the least at which most of its space learns (80% of the table's configurations).
-    ``(the finished process, the output folder, the folder it ran in)``."""
-    import subprocess
-    import sys
-
-    import yaml
-
-    tmp = tmp_path_factory.mktemp("demo")
-    root = Path(__file__).resolve().parents[1]
-    shutil.copytree(root / "examples", tmp / "examples")
-    config = yaml.safe_load((root / "examples" / "demo.yaml").read_text())
-    config.update(trials=4)
-    (tmp / "demo_small.yaml").write_text(yaml.safe_dump(config))
-    out = tmp / "runs"
-    cmd = [sys.executable, "-m", "autopeft.cli", "search", "--config", "demo_small.yaml", "--output-dir", str(out),
-           "--objective", "accuracy", "--objective", "trainable_percent", "--objective", "macro_f1"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1200, cwd=tmp)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc, out, tmp

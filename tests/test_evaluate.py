@@ -12,6 +12,8 @@ from autopeft.driver.evaluation import evaluate
 from autopeft.driver.runner import run_jobs
 from autopeft.results.tracking import EVALUATES, PARENT, ROLE
 
+pytestmark = pytest.mark.usefixtures("local_ray")  # its searches, evaluations and jobs share one Ray
+
 
 def _evaluation_runs(result):
     client = MlflowClient(result.tracking_uri)

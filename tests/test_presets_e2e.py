@@ -4,7 +4,6 @@ strategies preset in test_strategies_e2e.py)."""
 from __future__ import annotations
 
 import pytest
-import ray
 
 import autopeft
 from autopeft.space import presets
@@ -12,14 +11,6 @@ from autopeft.space import presets
 from conftest import write_answers_csv
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    # One Ray for all presets: the search leaves a Ray it did not start running.
-    ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False, logging_level="ERROR")
-    yield
-    ray.shutdown()
 
 
 #: test_strategies_e2e.py's CLI search runs the strategies preset end to end (and checks more):

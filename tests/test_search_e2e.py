@@ -3,22 +3,13 @@ and the Python API with a custom objective that fails once (the search must go o
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-import subprocess
-import sys
 from pathlib import Path
 
-import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
-from peft import PeftModel
-from transformers import AutoModelForSequenceClassification
 
 import autopeft
 from autopeft.cli import main
-from autopeft.tasks import demo_model_path
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,72 +24,7 @@ def runs_of(tracking_uri: str, experiment: str):
     return client, parents, children
 
 
-def test_cli_search_on_the_demo(demo_cli_search, tmp_path) -> None:
-    proc, out, _ = demo_cli_search
-    assert "Pareto front" in proc.stdout and "trial-000" in proc.stdout
-    # The reference point and its sources, in the log and after the front.
-    rule = ("hypervolume reference: accuracy 0.", "(the majority class on dev)", "trainable_percent",
-            "(the space's largest)", "learned nothing")
-    assert all(part in proc.stdout for part in rule) and all(part in proc.stderr for part in rule)
-
-    uri = f"sqlite:///{out / 'mlflow.db'}"
-    client, parents, children = runs_of(uri, "demo")
-    assert len(parents) == 1 and len(children) == 4
-    parent = parents[0]
-    assert parent.info.status == "FINISHED"
-    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
-    assert {c.data.tags["autopeft.status"] for c in children} <= {"completed", "stopped", "failed"}
-    completed = [c for c in children if c.data.tags["autopeft.status"] == "completed"]
-    assert completed, [c.data.tags.get("autopeft.failure") for c in children]
-    for child in completed:
-        assert {"accuracy", "trainable_percent", "macro_f1", "dev_accuracy"} <= set(child.data.metrics)
-        assert any(k.startswith("layers.") for k in child.data.params)
-    on_front = [c for c in children if c.data.tags["autopeft.pareto"] == "true"]
-    assert on_front and all("test_accuracy" in c.data.metrics for c in on_front)
-    majority = float(parent.data.params["reference_rule"].split("accuracy ")[1].split(" ")[0])
-    assert all(c.data.metrics["accuracy"] > majority for c in on_front)
-    assert "the majority class on dev" in parent.data.params["reference_rule"]
-    assert len(client.get_metric_history(parent.info.run_id, "hypervolume")) == 4
-
-    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
-    assert {"pareto_front.csv", "pareto_front.png", "pareto_front.html", "adapters"} <= artifacts
-    local = Path(client.download_artifacts(parent.info.run_id, "", str(tmp_path / "dl")))
-    table = pd.read_csv(local / "pareto_front.csv")
-    assert sorted(table["trial"]) == sorted(c.info.run_name for c in on_front)
-    # Every exported adapter loads with stock PEFT onto a fresh base model.
-    for name in table["trial"]:
-        base = AutoModelForSequenceClassification.from_pretrained(demo_model_path(), num_labels=2)
-        model = PeftModel.from_pretrained(base, str(local / "adapters" / name))
-        assert any("lora_A" in n for n, _ in model.named_parameters())
-
-    front = subprocess.run([sys.executable, "-m", "autopeft.cli", "front", "--output-dir", str(out)],
-                           capture_output=True, text=True, timeout=300, cwd=tmp_path)
-    assert front.returncode == 0, front.stderr
-    assert f"front of {len(on_front)}" in front.stdout
-    for name in table["trial"]:
-        assert name in front.stdout
-
-    # For scripts: the same runs as JSON and CSV, with MLflow's own metric and param names.
-    def results(*args: str) -> str:
-        done = subprocess.run([sys.executable, "-m", "autopeft.cli", *args, "--output-dir", str(out)],
-                              capture_output=True, text=True, timeout=300, cwd=tmp_path)
-        assert done.returncode == 0, done.stderr
-        return done.stdout
-
-    front_rows = json.loads(results("front", "--format", "json"))
-    assert {r["run_id"] for r in front_rows} == {c.info.run_id for c in on_front}
-    assert all(r["pareto"] is True and r["status"] == "completed" for r in front_rows)
-    trial_rows = list(csv.DictReader(io.StringIO(results("trials", "--format", "csv"))))
-    assert sorted(int(r["trial"]) for r in trial_rows) == sorted(int(c.data.tags["autopeft.trial_number"])
-                                                                 for c in children)
-    by_id = {r["run_id"]: r for r in trial_rows}
-    for child in children:
-        row = by_id[child.info.run_id]
-        assert set(child.data.metrics) | set(child.data.params) <= set(row)
-        for name, value in child.data.metrics.items():
-            assert float(row[name]) == pytest.approx(value)
-
-
+@pytest.mark.usefixtures("local_ray")
 def test_python_api_with_a_custom_objective_that_fails_once(tiny_model_dir, sentiment_csv, tmp_path) -> None:
     calls = []
 
@@ -131,6 +57,7 @@ def test_python_api_with_a_custom_objective_that_fails_once(tiny_model_dir, sent
     assert {c.data.tags.get("autopeft.node") for c in children} == {"127.0.0.1"}  # the local Ray is on loopback
 
 
+@pytest.mark.usefixtures("local_ray")
 def test_trials_outside_the_outcome_constraints_stay_off_the_front(tiny_model_dir, sentiment_csv, tmp_path,
                                                                   capsys) -> None:
     config = tmp_path / "search.yaml"
@@ -149,6 +76,7 @@ def test_trials_outside_the_outcome_constraints_stay_off_the_front(tiny_model_di
     assert {c.data.tags["autopeft.pareto"] for c in children} == {"false"}
 
 
+@pytest.mark.usefixtures("local_ray")
 def test_a_search_where_no_trial_learned_says_so_and_keeps_them_off_the_front(tiny_model_dir, sentiment_csv,
                                                                               tmp_path, capsys) -> None:
     # 16 examples, 2 steps: the trial stays at the majority class (the task's trivial score).
