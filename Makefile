@@ -42,9 +42,10 @@ demo-lm: $(STAMP)
 # --dist loadfile keeps each test file on one process, so a module's fixtures (a Ray cluster on
 # fixed addresses, the demo's search in test_demo.py) are made once. (--dist loadgroup would be
 # finer, but pytest-xdist 3.8 reads its groups from the node ids, which pytest 9.2 no longer lets
-# it change.) A third process gains nothing: with 3 the two cores were 98% busy.
+# it change.) --no-loadscope-reorder: the files go out in the order tests/conftest.py puts them,
+# the end-to-end ones first. A third process gains nothing: with 3 the two cores were 98% busy.
 TEST_WORKERS ?= 2
-PYTEST := $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+PYTEST := $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test: $(STAMP)
 	$(PYTEST)

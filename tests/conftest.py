@@ -129,3 +129,13 @@ def tiny_search(tiny_model_dir, tmp_path_factory):
         batch_size=8, epochs=4, fixed=LEARNS, output_dir=str(tmp / "runs"), progress=False)
     assert result.front
     return result, tmp
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The files with end-to-end tests (``slow``) first, each file's tests kept together and in
+    order: ``make test`` hands whole files to two processes in this order (``--dist loadfile``),
+    so the long ones start early and the quick ones fill the gaps at the end (in the default
+    order, most tests first, the demo's three-minute file came last and ran alone)."""
+    order = {path: i for i, path in enumerate(dict.fromkeys(item.path for item in items))}
+    slow = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: (item.path not in slow, order[item.path]))
