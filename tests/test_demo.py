@@ -1,9 +1,9 @@
 """`make demo` as a new user meets it: its config run by the real CLI on the real model and data
 (Ray Tune and MLflow for real), what it prints and stores; then the MLflow UI in a real headless
-Chromium, following the README: `autopeft ui` with no flags. Its first printed
-link is the latest search's page, whose description shows the front (test scores,
-configurations); the experiment opens on its runs, not on MLflow's GenAI trace view. Before,
-the demo logged to the experiment `demo` while `ui` looked in `autopeft` and printed no link."""
+Chromium, following the README: `autopeft ui` with no flags. Its first printed link is the latest
+search's page, whose description shows the front (test scores, configurations); the experiment
+opens on its runs, not on MLflow's GenAI trace view. Before, the demo logged to the experiment
+`demo` while `ui` looked in `autopeft` and printed no link."""
 
 from __future__ import annotations
 
@@ -40,9 +40,9 @@ def demo_cli_search(tmp_path_factory):
     """What a new user does first: `make demo`'s config (``examples/demo.yaml``: MOBO, early
     stopping, two trials at once, the final evaluation beside LoRA r 8 q/v, the experiment
     ``demo``, the demo's fidelity of 1,200 examples) run by the real CLI, with 4 trials instead
-    of 8 (with 3, no trial reached the front: two stopped early, one at the majority class).
-    At 400 examples (50 steps) every trial stayed at the majority class: the demo's
-    fidelity is the least at which most of its space learns (80% of the table's configurations).
+    of 8 (with 3, no trial reached the front: two stopped early, one at the majority class). At
+    400 examples (50 steps) every trial stayed at the majority class: the demo's fidelity is the
+    least at which most of its space learns (80% of the table's configurations).
     ``(the finished process, the output folder, the folder it ran in)``."""
     tmp = tmp_path_factory.mktemp("demo")
     root = Path(__file__).resolve().parents[1]

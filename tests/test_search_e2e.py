@@ -1,9 +1,8 @@
-"""End to end: the real CLI on the real demo model and data, with Ray Tune and MLflow for real;
-and the Python API with a custom objective that fails once (the search must go on)."""
+"""End to end on the tiny model, with Ray Tune and MLflow for real: the Python API with a custom
+objective that fails once (the search must go on), outcome constraints, a search in which no trial
+learned. The real CLI on the real demo model and data is in test_demo.py."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -11,8 +10,7 @@ from mlflow.tracking import MlflowClient
 import autopeft
 from autopeft.cli import main
 
-pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[1]
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]  # its searches share one Ray
 
 
 def runs_of(tracking_uri: str, experiment: str):
@@ -24,7 +22,6 @@ def runs_of(tracking_uri: str, experiment: str):
     return client, parents, children
 
 
-@pytest.mark.usefixtures("local_ray")
 def test_python_api_with_a_custom_objective_that_fails_once(tiny_model_dir, sentiment_csv, tmp_path) -> None:
     calls = []
 
@@ -57,7 +54,6 @@ def test_python_api_with_a_custom_objective_that_fails_once(tiny_model_dir, sent
     assert {c.data.tags.get("autopeft.node") for c in children} == {"127.0.0.1"}  # the local Ray is on loopback
 
 
-@pytest.mark.usefixtures("local_ray")
 def test_trials_outside_the_outcome_constraints_stay_off_the_front(tiny_model_dir, sentiment_csv, tmp_path,
                                                                   capsys) -> None:
     config = tmp_path / "search.yaml"
@@ -76,7 +72,6 @@ def test_trials_outside_the_outcome_constraints_stay_off_the_front(tiny_model_di
     assert {c.data.tags["autopeft.pareto"] for c in children} == {"false"}
 
 
-@pytest.mark.usefixtures("local_ray")
 def test_a_search_where_no_trial_learned_says_so_and_keeps_them_off_the_front(tiny_model_dir, sentiment_csv,
                                                                               tmp_path, capsys) -> None:
     # 16 examples, 2 steps: the trial stays at the majority class (the task's trivial score).
