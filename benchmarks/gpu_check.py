@@ -155,14 +155,20 @@ def main() -> None:
 
     step("a_trial_gpu", trial_speed, fidelity, False)
     step("a_trial_cpu", on_cpu, fidelity)
-    for k in ((2,) if args.dry_run else (1, 2, 4)):  # the dry run: k = 1 is the same path
-        step(f"b_concurrent_{k}", concurrent, k, fidelity, args.out, gpus)
-    lm_fidelity = TOY_FIDELITY if args.dry_run else None
-    lm_fid = lm_fidelity or {"max_train_examples": 160, "max_eval_examples": 64, "max_length": 96, "batch_size": 8}
-    step("c_lora_bf16", lm_memory, args.tiny_lm, lm_fid, False)
-    if gpus:
-        step("c_qlora_4bit", lm_memory, args.tiny_lm, lm_fid, True)
-    step("d_demo_lm_search", lm_search, args.tiny_lm, 2 if args.dry_run else 6, lm_fidelity, args.out)
+    from autopeft.driver.runner import ray_session
+
+    # One Ray for the searches of (b) and (d), as a search leaves it up: each start and stop
+    # costs seconds of every core. (c) trains in this process and measures only its own memory.
+    with ray_session():
+        for k in ((2,) if args.dry_run else (1, 2, 4)):  # the dry run: k = 1 is the same path
+            step(f"b_concurrent_{k}", concurrent, k, fidelity, args.out, gpus)
+        lm_fidelity = TOY_FIDELITY if args.dry_run else None
+        lm_fid = lm_fidelity or {"max_train_examples": 160, "max_eval_examples": 64, "max_length": 96,
+                                 "batch_size": 8}
+        step("c_lora_bf16", lm_memory, args.tiny_lm, lm_fid, False)
+        if gpus:
+            step("c_qlora_4bit", lm_memory, args.tiny_lm, lm_fid, True)
+        step("d_demo_lm_search", lm_search, args.tiny_lm, 2 if args.dry_run else 6, lm_fidelity, args.out)
     figures["seconds"] = time.perf_counter() - started
     (args.out / "figures.json").write_text(json.dumps(figures, indent=1, default=str))
     (args.out / "summary.md").write_text(summary(figures))
