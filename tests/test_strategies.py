@@ -176,12 +176,14 @@ def test_increlora_grows_to_its_budget_and_saves_a_plain_lora(strategy_setup, tm
     result = run_trial(setup, config, save_to=tmp_path, keep_model=True)
     report = result.strategy
     modules = 4 * 2
-    assert report["increlora_budget"] == 4 * modules == report["increlora_total_rank"]
+    # q and v cost the same per rank (32 + 32): the parameter budget is 4 ranks a module.
+    assert report["increlora_budget"] == 4 * modules * 64 == report["increlora_params"]
+    assert report["increlora_total_rank"] == 4 * modules
     totals = [entry["total_rank"] for entry in report["increlora_schedule"]]
-    assert totals == sorted(totals) and totals[0] > modules and totals[-1] == report["increlora_budget"]
-    assert all(t <= report["increlora_budget"] for t in totals)
+    assert totals == sorted(totals) and totals[0] > modules and totals[-1] == 4 * modules
+    assert all(entry["params"] <= report["increlora_budget"] for entry in report["increlora_schedule"])
     ranks = report["increlora_rank"]
-    assert len(set(ranks.values())) > 1 and sum(ranks.values()) == report["increlora_budget"]
+    assert len(set(ranks.values())) > 1 and sum(ranks.values()) == 4 * modules
     # What is saved is a stock PEFT LoRA with per-module ranks and the scale folded in.
     trainable = sum(r * (32 + 32) for r in ranks.values()) + setup.layout.head_parameters
     assert result.cost["trainable_params"] == trainable
@@ -396,6 +398,24 @@ def test_increlora_learns_as_much_as_lora_in_a_short_trial(strategy_setup) -> No
     # Within a factor of 4 (IncreLoRA's scale alpha / r is larger at its small starting rank);
     # before: 1/170 of LoRA's.
     assert 1 / 4 < effect["increlora"] / effect["lora"] < 4, effect
+
+
+def test_increlora_ends_at_loras_parameter_count_where_ranks_cost_differently(strategy_setup) -> None:
+    # Before, the budget counted ranks: where the costlier FFN modules won the additions, the
+    # adapter ended above the parameters of a LoRA of the target rank (1.29x on MiniLM).
+    from autopeft.strategies.increlora.strategy import allocate
+
+    # Three modules, the first costs 4x: it wins, then the budget pays for one more cheap rank.
+    assert allocate([3.0, 2.0, 1.0], [40, 10, 10], [2, 2, 2], per_round=3, step=2, budget=90) == {0: 2, 1: 1}
+    assert allocate([3.0, 2.0, 1.0], [40, 10, 10], [0, 2, 2], per_round=1, step=2, budget=90) == {1: 2}
+    assert allocate([1.0, 2.0], [40, 40], [2, 2], per_round=2, step=2, budget=30) == {}
+    setup, config = strategy_setup("increlora", increlora_target_rank=4, increlora_top_h=2,
+                                   target_modules=["attn_q", "ffn_up"])
+    model, strategy = _trained(setup, config, 20)
+    costs = {m.cost for m in strategy.modules}
+    assert len(costs) == 2  # q: 32 + 32; up: 32 + the FFN width
+    lora = 4 * sum(m.cost for m in strategy.modules)
+    assert strategy.budget == lora and lora - min(costs) < strategy.spent <= lora
 
 
 def test_increlora_schedule_keeps_top_h_and_adds_first_after_one_interval() -> None:

@@ -11,7 +11,7 @@ from autopeft.strategies.base import StrategyConfig
 class IncreLoraConfig(StrategyConfig):
     init_rank: int = field(default=1, metadata={"help": "rank every module starts with"})
     target_rank: int = field(default=4, metadata={
-        "help": "average rank per module at the end: the budget is target_rank x modules, never exceeded"})
+        "help": "the budget: the parameters of a LoRA of this rank on the same modules, never exceeded"})
     top_h: int = field(default=4, metadata={"help": "modules that gain rank at each addition"})
     rank_step: int | None = field(default=None, metadata={
         "help": "ranks a module gains at once (default: half the target rank, at least 1)"})

@@ -60,6 +60,11 @@ class GrowingRank:
         return self.layer.lora_B[ADAPTER].weight
 
     @property
+    def cost(self) -> int:
+        """Parameters one rank adds to the saved adapter (a row of A, a column of B)."""
+        return self.layer.lora_A[ADAPTER].in_features + self.layer.lora_B[ADAPTER].out_features
+
+    @property
     def allocated(self) -> int:
         """Active plus reserve ranks: the rows of A that the model uses."""
         return min(self.max_rank, self.rank + self.reserve_size)
