@@ -411,7 +411,7 @@ def test_increlora_ends_at_loras_parameter_count_where_ranks_cost_differently(st
     assert allocate([1.0, 2.0], [40, 40], [2, 2], per_round=2, step=2, budget=30) == {}
     setup, config = strategy_setup("increlora", increlora_target_rank=4, increlora_top_h=2,
                                    target_modules=["attn_q", "ffn_up"])
-    model, strategy = _trained(setup, config, 20)
+    _, strategy = _trained(setup, config, 20)
     costs = {m.cost for m in strategy.modules}
     assert len(costs) == 2  # q: 32 + 32; up: 32 + the FFN width
     lora = 4 * sum(m.cost for m in strategy.modules)
