@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/strategies.py --report --out benchmarks/results/strategies
 
 Every run trains the same adapter (LoRA rank 8, alpha 16, on q, k, v, attention output, FFN up
-and down of all 6 layers; IncreLoRA grows to the same average rank 8) on the same 2,000
+and down of all 6 layers; IncreLoRA grows to the same number of parameters) on the same 2,000
 training examples of at most 64 tokens, one epoch in batches of 16 (125 steps); the strategies
 add their own stages on top (Flexora's search stage, Light-PEFT's estimation), which are paid
 for in time. Every knob of every strategy is fixed (``KNOBS``: the authors' values, or
