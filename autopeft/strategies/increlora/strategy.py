@@ -108,7 +108,8 @@ class IncreLora(TrainingStrategy):
     @property
     def exhausted(self) -> bool:
         """No module can gain a rank within the budget."""
-        return all(m.rank >= m.max_rank or self.spent + m.cost > self.budget for m in self.modules)
+        left = self.budget - self.spent
+        return all(m.rank >= m.max_rank or m.cost > left for m in self.modules)
 
     def wrap(self, stage: str, base: torch.nn.Module, values: dict[str, Any], ctx: BuildContext,
              builder: AdapterBuilder) -> torch.nn.Module:
