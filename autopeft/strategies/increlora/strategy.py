@@ -20,8 +20,8 @@ pay for is passed over for the next in priority.
 
 Choices where the reference leaves them to the user: warm-up and interval (the reference sets
 both by hand to 100-1000 steps) are fitted to the trial so that the budget is reached at
-``grow_until`` of the steps, leaving the last ranks time to train (``top_h`` is raised when
-the additions would not fit otherwise); ``alpha`` is the space's ``alpha_multiplier`` times
+``grow_until`` of the steps, leaving the last ranks time to train (each module gains more
+ranks at once when the rounds would not fit otherwise; ``top_h`` stays as set); ``alpha`` is the space's ``alpha_multiplier`` times
 the target rank, so the final average scale matches a fixed-rank LoRA of that rank.
 
 The saved adapter is a plain PEFT LoRA: ``E`` and the scale folded into ``lora_B``, one rank
