@@ -301,13 +301,15 @@ def run(args: argparse.Namespace) -> None:
 
 
 def curves(path: Path, problems: dict[str, Problem]) -> dict[tuple[str, str], dict[int, np.ndarray]]:
-    """Hypervolume after each evaluation, by replicate, per (task, optimizer)."""
+    """Hypervolume after each evaluation, by replicate, per (task, optimizer), for the tasks
+    in ``problems`` (a report of some tasks reads a file that holds others)."""
     from autopeft.pareto import hypervolume_curve
 
     runs: dict[tuple[str, str, int], list[dict]] = defaultdict(list)
     with gzip.open(path, "rt", newline="") as fh:
         for r in csv.DictReader(fh):
-            runs[r["task"], r["optimizer"], int(r["replicate"])].append(r)
+            if r["task"] in problems:
+                runs[r["task"], r["optimizer"], int(r["replicate"])].append(r)
     out: dict[tuple[str, str], dict[int, list[float]]] = defaultdict(dict)
     for (task, name, rep), rows in runs.items():
         rows.sort(key=lambda r: int(r["evaluation"]))
