@@ -377,7 +377,8 @@ def report(args: argparse.Namespace) -> str:
                             "would be found at the 5% level with 80% power."]
         variants = sorted({n for t, n in hv if t == task and n.startswith("mobo-")})
         if variants and (task, "mobo") in hv:
-            lines += ["", "Each change, measured by taking it out of the full MOBO (the same replicates, paired):", "",
+            lines += ["", "Each MOBO variant (`--label`, `--options`) against MOBO as it stands, paired on "
+                          "the replicates both have:", "",
                       "| variant | replicates | evaluations | HV | minus the full MOBO |", "|---|---|---|---|---|"]
             for name in variants:
                 v, full = paired([hv[task, name], hv[task, "mobo"]])

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from botorch.models.fully_bayesian import SaasFullyBayesianSingleTaskGP
+from botorch.models.transforms.input import InputTransform
 from botorch.models.transforms.outcome import Standardize
 from numpyro.infer.util import log_density
 
@@ -57,3 +58,33 @@ def test_fit_predicts_held_out_points_and_compiles_once_per_bucket():
             mean = gp.posterior(Xt).mixture_mean
         rmse = float(((mean - yt) ** 2).mean().sqrt())
         assert rmse < 0.3 * float(yt.std())
+
+
+class _AppendMean(InputTransform):
+    """Appends the mean of the coordinates: a feature computed from the inputs, as MOBO's
+    exact trainable share is."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.transform_on_train = self.transform_on_eval = self.transform_on_fantasize = True
+
+    def transform(self, X):
+        return torch.cat([X, X.mean(-1, keepdim=True)], dim=-1)
+
+
+def test_fit_uses_features_computed_from_the_inputs():
+    # The target follows the mean of six coordinates: hard for an axis-aligned kernel from 24
+    # points, easy with the mean as an input of its own.
+    g = torch.Generator().manual_seed(0)
+    X, Xt = torch.rand(24, 6, generator=g, dtype=torch.double), torch.rand(50, 6, generator=g, dtype=torch.double)
+
+    def f(X):
+        return torch.sin(12 * X.mean(-1, keepdim=True))
+
+    rmse = {}
+    for transform in (None, _AppendMean()):
+        gp = fit_saas_nuts(X, f(X), seed=0, warmup=32, samples=16, thinning=4, input_transform=transform)
+        assert gp.median_lengthscale.shape[-1] == 6 + (transform is not None)
+        with torch.no_grad():
+            rmse[transform is None] = float(((gp.posterior(Xt).mixture_mean - f(Xt)) ** 2).mean().sqrt())
+    assert rmse[False] < 0.5 * rmse[True]

@@ -48,7 +48,8 @@ from torch import Tensor
 from autopeft.errors import ConfigError
 from autopeft.optimizers.base import Optimizer, initial_designs, register_optimizer, sample_unseen
 from autopeft.optimizers.candidates import candidate_set, local_search, polish
-from autopeft.optimizers.known import Analytic, ExactValues, MixedObjective, learned
+from autopeft.optimizers.knowledge import extreme
+from autopeft.optimizers.known import Analytic, ExactInputs, ExactValues, MixedObjective, learned
 from autopeft.optimizers.outcomes import constraint_value, meets_all, parse_constraints
 from autopeft.optimizers.surrogates import (CopulaWarp, get_surrogate, hyperparameters, quiet_fit,
                                             register_surrogate, surrogate_names)
@@ -120,6 +121,10 @@ class MOBO(Optimizer):
             majority class's accuracy), or ``None``. Such trials are modelled apart: the
             quality model fits the trials that learned, and a model of "learns" (1/0) weighs
             each candidate by its chance to learn, as an outcome constraint would.
+        exact_inputs: Give every model the analytic objectives' exact values (the trainable
+            share, log-scaled over the space's range) as inputs besides the encoding: whether a
+            trial learns depends on its learning rate against its adapter's size, which the
+            encoding spreads over rank, modules and layers.
         fused_kernel: Let BoTorch build its fused C++ qLogEHVI kernel on first use: asks
             1.3-1.7x faster at 8 trials (more as the front grows), for a one-off compile of
             about a minute per environment (cached in ``~/.cache/torch_extensions``) that
@@ -136,7 +141,7 @@ class MOBO(Optimizer):
                  saas_thinning: int = 4, copula: bool = False,
                  outcome_constraints: Any = None, polish: bool = True, fused_kernel: bool = False,
                  analytic: Sequence[Analytic | None] | None = None,
-                 floors: Sequence[float | None] | None = None) -> None:
+                 floors: Sequence[float | None] | None = None, exact_inputs: bool = False) -> None:
         super().__init__(space, directions, seed=seed, reference_point=reference_point)
         m = len(self.directions)
         self._fit = get_surrogate(surrogate)
@@ -164,6 +169,8 @@ class MOBO(Optimizer):
             if given is not None and len(given) != m:
                 raise ConfigError(f"got {len(given)} values, expected {m} (one per objective)", key=name)
         self._exact = ExactValues(space, analytic or [None] * m)
+        self.exact_inputs = bool(exact_inputs)
+        self._ranges: dict[int, tuple[float, float]] = {}  # analytic objective -> space's range
         #: each modelled output's last fitted hyperparameters, the start of its next fit
         self._hyper: dict[str, dict[str, Tensor]] = {}
         self.floors = list(floors) if floors is not None else [None] * m
@@ -357,13 +364,16 @@ class MOBO(Optimizer):
                 constraints.append(_bound(len(columns), oc.bound, oc.op == "<="))
                 columns.append((f"constraint {k}", y, np.isfinite(y)))
         X = data.X
+        inputs = self._exact_inputs(data.known)
         models = []
         for name, y, rows in columns:
             keep = torch.from_numpy(rows & np.isfinite(y))
+            if inputs is not None:  # more inputs, more lengthscales: not the same hyperparameters
+                name = f"{name} + {len(inputs.objectives)} exact"
             # A plain GP starts from its last fit's hyperparameters (a fully Bayesian one samples anew).
             warm = {"init": self._hyper.get(name)} if self.surrogate == "gp" else {}
             models.append(quiet_fit(self._fit, X[keep], torch.from_numpy(y[rows & np.isfinite(y)]).unsqueeze(-1),
-                                    seed=seed, **self.surrogate_settings, **warm))
+                                    seed=seed, input_transform=inputs, **self.surrogate_settings, **warm))
             if self.surrogate == "gp":
                 self._hyper[name] = hyperparameters(models[-1])
         model = ModelListGP(*models)
@@ -390,6 +400,18 @@ class MOBO(Optimizer):
             partitioning=FastNondominatedPartitioning(ref_point=ref_t, Y=torch.from_numpy(front_y)),
             sampler=SobolQMCNormalSampler(torch.Size([mc]), seed=seed), constraints=constraints or None)
         return acqf, screen
+
+    def _exact_inputs(self, known: Sequence[int]) -> ExactInputs | None:
+        """The input transform that appends the analytic objectives known for every trial,
+        or ``None`` (the option is off, or nothing is analytic)."""
+        if not self.exact_inputs or not known:
+            return None
+        for j in known:
+            if j not in self._ranges:
+                f = self._exact.analytic[j]
+                lo, hi = extreme(self.space, f, largest=False), extreme(self.space, f, largest=True)
+                self._ranges[j] = (lo, hi) if lo is not None and hi is not None and hi > lo else (0.0, 1.0)
+        return ExactInputs(self._exact, known, [self._ranges[j] for j in known])
 
 
 @dataclass

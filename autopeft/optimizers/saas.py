@@ -34,6 +34,7 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 from botorch.models.fully_bayesian import SaasFullyBayesianSingleTaskGP, SaasPyroModel, matern52_kernel
+from botorch.models.transforms.input import InputTransform
 from botorch.models.transforms.outcome import Standardize
 from numpyro.infer.hmc import hmc
 from numpyro.infer.util import initialize_model
@@ -106,10 +107,11 @@ def _chain(warmup: int, samples: int, example_args: tuple) -> Callable:
 
 
 def fit_saas_nuts(X: Tensor, y: Tensor, *, seed: int, warmup: int = 128, samples: int = 64,
-                  thinning: int = 4) -> SaasFullyBayesianSingleTaskGP:
+                  thinning: int = 4, input_transform: InputTransform | None = None
+                  ) -> SaasFullyBayesianSingleTaskGP:
     """A ``SaasFullyBayesianSingleTaskGP`` on ``X`` (``n x d``) and ``y`` (``n x 1``) with
     ``samples / thinning`` NUTS posterior draws (a batch of GPs)."""
-    gp = SaasFullyBayesianSingleTaskGP(X, y, outcome_transform=Standardize(m=1))
+    gp = SaasFullyBayesianSingleTaskGP(X, y, outcome_transform=Standardize(m=1), input_transform=input_transform)
     # The pyro model holds the standardised targets that BoTorch's own fit would sample on.
     data = gp.pyro_model
     args = tuple(jnp.asarray(a) for a in padded(data.train_X.detach().cpu().numpy(),

@@ -21,6 +21,7 @@ from botorch.exceptions.warnings import InputDataWarning
 from botorch.fit import fit_gpytorch_mll
 from botorch.models import SingleTaskGP
 from botorch.models.model import Model
+from botorch.models.transforms.input import InputTransform
 from botorch.models.transforms.outcome import Standardize
 from gpytorch.mlls import ExactMarginalLogLikelihood
 from scipy.stats import norm, rankdata
@@ -66,7 +67,8 @@ _HYPERPARAMETERS = ("covar_module.", "likelihood.", "mean_module.")
 
 
 @register_surrogate("gp")
-def fit_gp(X: Tensor, y: Tensor, *, seed: int, init: dict[str, Tensor] | None = None) -> Model:
+def fit_gp(X: Tensor, y: Tensor, *, seed: int, init: dict[str, Tensor] | None = None,
+           input_transform: InputTransform | None = None) -> Model:
     """A GP with BoTorch 0.18's default kernel and priors (an RBF kernel whose lengthscale
     priors scale with the dimension, Hvarfner et al. 2024), fitted by maximum likelihood.
 
@@ -77,8 +79,9 @@ def fit_gp(X: Tensor, y: Tensor, *, seed: int, init: dict[str, Tensor] | None = 
         init: Hyperparameters to start from (:func:`hyperparameters` of the last fit on the
             same outputs): with a point more, the optimum moves little, and L-BFGS gets there
             in a fraction of the iterations a start from the priors takes.
+        input_transform: Features computed from ``X`` (:class:`~autopeft.optimizers.known.ExactInputs`).
     """
-    gp = SingleTaskGP(X, y, outcome_transform=Standardize(m=1))
+    gp = SingleTaskGP(X, y, outcome_transform=Standardize(m=1), input_transform=input_transform)
     if init:
         gp.load_state_dict(init, strict=False)
     fit_gpytorch_mll(ExactMarginalLogLikelihood(gp.likelihood, gp),
@@ -93,7 +96,7 @@ def hyperparameters(model: Model) -> dict[str, Tensor]:
 
 @register_surrogate("saas")
 def fit_saas(X: Tensor, y: Tensor, *, seed: int, warmup: int = 128, samples: int = 64,
-             thinning: int = 4) -> Model:
+             thinning: int = 4, input_transform: InputTransform | None = None) -> Model:
     """A fully Bayesian GP with the SAAS prior, sampled with NUTS [Eriksson2021] by one
     compiled sampler reused across fits (:mod:`autopeft.optimizers.saas`).
 
@@ -107,11 +110,13 @@ def fit_saas(X: Tensor, y: Tensor, *, seed: int, warmup: int = 128, samples: int
         warmup: NUTS warm-up steps.
         samples: NUTS samples kept before thinning.
         thinning: Keep every ``thinning``-th sample.
+        input_transform: Features computed from ``X`` (as :func:`fit_gp`).
     """
     # Imported here: it loads JAX, which costs seconds and warns about every fork Ray makes.
     from autopeft.optimizers.saas import fit_saas_nuts
 
-    return fit_saas_nuts(X, y, seed=seed, warmup=warmup, samples=samples, thinning=thinning)
+    return fit_saas_nuts(X, y, seed=seed, warmup=warmup, samples=samples, thinning=thinning,
+                         input_transform=input_transform)
 
 
 class CopulaWarp:
